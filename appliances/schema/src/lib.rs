@@ -119,7 +119,10 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Truncated { len } => {
-                write!(f, "config blob truncated: {len} bytes, header needs {HEADER_LEN}")
+                write!(
+                    f,
+                    "config blob truncated: {len} bytes, header needs {HEADER_LEN}"
+                )
             }
             ConfigError::BadMagic => write!(f, "config blob has bad magic (expected NVC1)"),
             ConfigError::LengthMismatch { declared, actual } => write!(
@@ -247,7 +250,10 @@ mod tests {
         let mut flipped = blob.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
-        assert!(matches!(decode(&flipped), Err(ConfigError::BadChecksum { .. })));
+        assert!(matches!(
+            decode(&flipped),
+            Err(ConfigError::BadChecksum { .. })
+        ));
     }
 
     #[test]
@@ -275,8 +281,14 @@ mod tests {
         let errors = [
             ConfigError::Truncated { len: 0 },
             ConfigError::BadMagic,
-            ConfigError::LengthMismatch { declared: 0, actual: 0 },
-            ConfigError::BadChecksum { expected: 0, actual: 0 },
+            ConfigError::LengthMismatch {
+                declared: 0,
+                actual: 0,
+            },
+            ConfigError::BadChecksum {
+                expected: 0,
+                actual: 0,
+            },
             ConfigError::Malformed,
             ConfigError::TooLarge { len: 0 },
         ];

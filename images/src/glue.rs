@@ -1,0 +1,69 @@
+//! NIC matching and the event-loop adapter every image uses.
+
+use alloc::vec::Vec;
+use nanovnf_drivers::NetConfig;
+use nanovnf_drivers::discover::{self, Nic};
+use nanovnf_kernel::{Boot, exit_code, fatal};
+use nanovnf_schema::NicConfig;
+
+fn mac_str(mac: [u8; 6]) -> impl core::fmt::Display {
+    struct Mac([u8; 6]);
+    impl core::fmt::Display for Mac {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            let m = self.0;
+            write!(
+                f,
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )
+        }
+    }
+    Mac(mac)
+}
+
+/// The virtio-net devices in the order of `boot.config.nics`, matched by MAC address.
+/// A configured NIC without a device stops the appliance with a line naming its MAC.
+pub fn configured_nics(boot: &Boot) -> Vec<(NicConfig, Nic)> {
+    let mut found = discover::network_devices(&boot.mmio_devices, NetConfig::default());
+    let mut out = Vec::with_capacity(boot.config.nics.len());
+    for cfg in &boot.config.nics {
+        let Some(i) = found.iter().position(|nic| nic.mac() == cfg.mac) else {
+            fatal(
+                exit_code::APPLIANCE,
+                format_args!(
+                    "nic {} from the config has no virtio-net device ({} found)",
+                    mac_str(cfg.mac),
+                    found.len()
+                ),
+            )
+        };
+        let mut nic = found.swap_remove(i);
+        nic.set_mtu(cfg.mtu);
+        out.push((cfg.clone(), nic));
+    }
+    out
+}
+
+/// Interrupt handling shared by images: acknowledge the NICs behind fired lines, arm and
+/// disarm receive interrupts around a halt.
+pub fn acknowledge(nics: &mut [&mut Nic], irqs: u16) {
+    for nic in nics.iter_mut() {
+        if nic.irq().is_some_and(|irq| irqs & (1 << irq) != 0) {
+            nic.acknowledge_interrupt();
+        }
+    }
+}
+
+pub fn arm(nics: &mut [&mut Nic]) -> bool {
+    let mut pending = false;
+    for nic in nics.iter_mut() {
+        pending |= nic.arm_interrupts();
+    }
+    pending
+}
+
+pub fn disarm(nics: &mut [&mut Nic]) {
+    for nic in nics.iter_mut() {
+        nic.disarm_interrupts();
+    }
+}
