@@ -17,6 +17,8 @@
 //! // dropping `world` deletes every namespace, bridge, tap and veth it made
 //! ```
 
+pub mod appliance;
+pub mod bench;
 mod echo;
 mod env;
 mod frames;

@@ -89,7 +89,29 @@ impl World {
         };
         // From here on Drop cleans up whatever part of the world exists.
         world.host_ns = world.create_ns("host")?;
+        // Where br_netfilter is loaded (Docker loads it), bridges would run IPv4 header
+        // checks and iptables on bridged frames: the bad frames tests send would vanish
+        // before reaching a tap. Our bridges are plain L2, as on a Neutron host's bridge.
+        let host_ns = world.host_ns.clone();
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let key = format!("/proc/sys/net/bridge/bridge-nf-call-{family}");
+            let in_ns = world.exec(&host_ns, &["test", "-e", &key])?;
+            if in_ns.status.success() {
+                world.sysctl(
+                    &host_ns,
+                    &format!("net.bridge.bridge-nf-call-{family}"),
+                    "0",
+                )?;
+            }
+        }
         Ok(world)
+    }
+
+    /// A directory for this world's files (VM logs, configs), removed with the world.
+    pub fn scratch_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+            .join("nanovnf-tests")
+            .join(&self.prefix)
     }
 
     /// The prefix every name in this world starts with, e.g. `nvt3fa9c`.
@@ -397,6 +419,12 @@ impl World {
 
     fn teardown(&mut self) {
         let tag = format!("nanovnf-tests[{} {}]", self.prefix, self.test_name);
+        let scratch = self.scratch_dir();
+        if scratch.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&scratch) {
+                eprintln!("{tag}: removing {}: {e}", scratch.display());
+            }
+        }
         for mut child in std::mem::take(&mut self.children) {
             if let Err(e) = kill_child_group(&mut child) {
                 eprintln!("{tag}: killing child {}: {e:#}", child.id());

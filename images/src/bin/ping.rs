@@ -6,6 +6,7 @@ mod image {
     extern crate alloc;
 
     use alloc::vec::Vec;
+    use core::fmt::Write;
     use nanovnf_drivers::discover::Nic;
     use nanovnf_images::glue;
     use nanovnf_kernel::arch::{serial, timer};
@@ -14,9 +15,12 @@ mod image {
     use nanovnf_ping::Port;
     use smoltcp::time::Instant;
 
+    const REPORT_INTERVAL_NS: u64 = 1_000_000_000;
+
     struct Ping {
         ports: Vec<(Port, Nic)>,
         reported_drops: u64,
+        last_report_ns: u64,
     }
 
     fn instant(ns: u64) -> Instant {
@@ -28,25 +32,38 @@ mod image {
             self.ports.iter_mut().map(|(_, nic)| nic).collect()
         }
 
-        fn report_drops(&mut self) {
+        /// Logs the drop counters when they changed, at most once per second (a flood of
+        /// bad frames must not become a flood of serial bytes, each one an I/O exit).
+        /// Returns when to report next if a change is still unreported.
+        fn report_drops(&mut self, now_ns: u64) -> Option<u64> {
             let total: u64 = self
                 .ports
                 .iter()
                 .map(|(p, n)| p.drops.total() + n.stats().rx_bad_length)
                 .sum();
             if total == self.reported_drops {
-                return;
+                return None;
+            }
+            let due = self.last_report_ns.saturating_add(REPORT_INTERVAL_NS);
+            if self.last_report_ns != 0 && now_ns < due {
+                return Some(due);
             }
             self.reported_drops = total;
+            self.last_report_ns = now_ns.max(1);
             for (i, (port, nic)) in self.ports.iter().enumerate() {
+                let mut line = alloc::string::String::new();
                 for (reason, n) in port.drops.nonzero() {
-                    log::info!("nic{i} drop {}={n}", reason.name());
+                    let _ = write!(line, " {}={n}", reason.name());
                 }
                 let bad = nic.stats().rx_bad_length;
                 if bad > 0 {
-                    log::info!("nic{i} drop rx_bad_length={bad}");
+                    let _ = write!(line, " rx_bad_length={bad}");
+                }
+                if !line.is_empty() {
+                    log::info!("nic{i} drops:{line}");
                 }
             }
+            None
         }
     }
 
@@ -61,7 +78,9 @@ mod image {
                 }
                 nic.flush();
             }
-            self.report_drops();
+            if let Some(due) = self.report_drops(now_ns) {
+                deadline = Some(deadline.map_or(due, |d| d.min(due)));
+            }
             let busy = self.ports.iter().any(|(_, nic)| nic.rx.has_frames());
             Poll {
                 busy,
@@ -108,6 +127,7 @@ mod image {
         let mut app = Ping {
             ports,
             reported_drops: 0,
+            last_report_ns: 0,
         };
         event::run(&mut app)
     }
