@@ -34,7 +34,8 @@ pub struct Image {
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Where images are built.
@@ -73,7 +74,7 @@ pub fn build_all() -> Result<Vec<Image>, BuildError> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if stderr.contains("can't find crate for `core`")
-            || stderr.contains(&"target may not be installed")
+            || stderr.contains("target may not be installed")
         {
             return Err(BuildError::TargetMissing);
         }
