@@ -420,10 +420,10 @@ impl World {
     fn teardown(&mut self) {
         let tag = format!("nanovnf-tests[{} {}]", self.prefix, self.test_name);
         let scratch = self.scratch_dir();
-        if scratch.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&scratch) {
-                eprintln!("{tag}: removing {}: {e}", scratch.display());
-            }
+        if scratch.exists()
+            && let Err(e) = std::fs::remove_dir_all(&scratch)
+        {
+            eprintln!("{tag}: removing {}: {e}", scratch.display());
         }
         for mut child in std::mem::take(&mut self.children) {
             if let Err(e) = kill_child_group(&mut child) {
