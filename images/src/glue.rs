@@ -24,7 +24,9 @@ fn mac_str(mac: [u8; 6]) -> impl core::fmt::Display {
 /// The virtio-net devices in the order of `boot.config.nics`, matched by MAC address.
 /// A configured NIC without a device stops the appliance with a line naming its MAC.
 pub fn configured_nics(boot: &Boot) -> Vec<(NicConfig, Nic)> {
+    log::debug!("discovering nics");
     let mut found = discover::network_devices(&boot.mmio_devices, NetConfig::default());
+    log::debug!("{} nics up", found.len());
     let mut out = Vec::with_capacity(boot.config.nics.len());
     for cfg in &boot.config.nics {
         let Some(i) = found.iter().position(|nic| nic.mac() == cfg.mac) else {

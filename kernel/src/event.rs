@@ -49,6 +49,12 @@ pub fn run(app: &mut impl Appliance) -> ! {
             continue;
         }
         cpu::disable();
+        // A device interrupt taken while we polled left its line masked and unacknowledged:
+        // halting now would sleep through it until the next timer.
+        if interrupts::device_pending() {
+            cpu::enable();
+            continue;
+        }
         if app.prepare_to_sleep() {
             app.woke();
             cpu::enable();

@@ -92,9 +92,9 @@ impl Summary {
     }
 }
 
-/// `d` in milliseconds, as a float for tables and JSON.
+/// `d` in milliseconds to the microsecond, as a float for tables and JSON.
 pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 #[cfg(test)]
@@ -141,6 +141,12 @@ mod tests {
         assert_eq!(j["n"], 2);
         assert_eq!(j["median_ms"], 10.0);
         assert_eq!(j["samples_ms"], json!([5.0, 15.0]));
+    }
+
+    #[test]
+    fn ms_rounds_to_the_microsecond() {
+        assert_eq!(ms(Duration::from_nanos(68_529_035_400)), 68_529.035);
+        assert_eq!(ms(Duration::from_micros(1500)), 1.5);
     }
 
     #[test]

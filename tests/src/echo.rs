@@ -17,7 +17,7 @@ use crate::netns::enter_netns;
 use crate::raw::poll_readable;
 
 /// Shortest interval honoured; anything smaller would be a busy loop.
-const MIN_INTERVAL: Duration = Duration::from_millis(1);
+const MIN_INTERVAL: Duration = Duration::from_micros(100);
 /// Longest the prober sleeps at once, so that dropping it stops the thread promptly.
 const MAX_WAIT: Duration = Duration::from_millis(50);
 /// Marks our requests in captures.

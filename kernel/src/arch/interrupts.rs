@@ -222,6 +222,11 @@ pub fn take_pending() -> u16 {
     PENDING.swap(0, Ordering::AcqRel)
 }
 
+/// True when a device line fired since [`take_pending`] last looked (the timer excluded).
+pub fn device_pending() -> bool {
+    PENDING.load(Ordering::Acquire) & !1 != 0
+}
+
 fn end_of_interrupt(irq: u8) {
     // SAFETY: OCW2 non-specific EOI to the PIC(s) that delivered this IRQ.
     unsafe {

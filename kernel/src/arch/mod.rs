@@ -124,7 +124,10 @@ pub fn init() -> Boot {
 
     interrupts::init();
     let clock = timer::init();
-    serial::init_logger(log::LevelFilter::Info);
+    // The command line's level applies from here on; the configuration's once it is read.
+    let cmdline_level = cmdline::value(&cmdline, "nanovnf.log").and_then(crate::parse_level);
+    serial::init_logger(cmdline_level.unwrap_or(log::LevelFilter::Info));
+    log::debug!("clock {clock:?}");
 
     let blob = match fwcfg::read_file(nanovnf_schema::FW_CFG_NAME) {
         Ok(Some(blob)) => blob,
@@ -137,15 +140,14 @@ pub fn init() -> Boot {
         ),
         Err(e) => fatal(exit_code::FW_CFG, format_args!("config: fw_cfg: {e:?}")),
     };
+    log::debug!("fw_cfg read: {} bytes", blob.len());
     let config = match nanovnf_schema::decode(&blob) {
         Ok(config) => config,
         Err(e) => fatal(exit_code::config_error(&e), format_args!("config: {e}")),
     };
-    let level = cmdline::value(&cmdline, "nanovnf.log")
-        .and_then(crate::parse_level)
-        .unwrap_or(crate::level_filter(config.log_level));
-    log::set_max_level(level);
+    log::set_max_level(cmdline_level.unwrap_or(crate::level_filter(config.log_level)));
     let mmio_devices = cmdline::mmio_devices(&cmdline).collect();
+    log::debug!("kernel up: tsc {} Hz", timer::tsc_hz());
     Boot {
         cmdline,
         config,
