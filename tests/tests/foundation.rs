@@ -214,13 +214,11 @@ fn idle_appliance_uses_under_two_percent_of_a_core() {
 }
 
 /// Boots the ping image with `config` (or none) and returns (guest exit code, serial log).
-fn boot_expecting_exit(name: &str, config: Option<Vec<u8>>, nic_in_config: bool) -> (u32, String) {
+fn boot_expecting_exit(name: &str, config: Option<Vec<u8>>) -> (u32, String) {
     let (world, _inst, nic) = one_bridge(name);
     let mut spec = appliance::spec(&world, name, "ping", std::slice::from_ref(&nic)).expect("spec");
     if let Some(blob) = config {
         spec = spec.config(blob);
-    } else if nic_in_config {
-        unreachable!();
     }
     let mut vm = spec.spawn().expect("spawn");
     let status = vm
@@ -230,13 +228,24 @@ fn boot_expecting_exit(name: &str, config: Option<Vec<u8>>, nic_in_config: bool)
     (code, vm.serial_output())
 }
 
+/// A valid ping configuration whose single NIC has `mac`.
+fn config_with_nic(name: &str, mac: [u8; 6]) -> Vec<u8> {
+    let nic = TestNic {
+        tap: String::new(),
+        mac,
+        addr: APPLIANCE_IP,
+        prefix_len: 24,
+    };
+    nanovnf_schema::encode(&appliance::ping_config(name, 1, std::slice::from_ref(&nic)))
+}
+
 #[test]
 fn missing_config_stops_with_one_clear_line_and_its_own_status() {
     let name = "no_config";
     if !environment_ready(name, TOOLS) {
         return;
     }
-    let (code, log) = boot_expecting_exit(name, None, false);
+    let (code, log) = boot_expecting_exit(name, None);
     assert_eq!(code, exit_code::CONFIG_MISSING, "{log}");
     assert!(
         log.contains("FATAL config: fw_cfg file opt/nanovnf/config is missing"),
@@ -250,13 +259,7 @@ fn corrupt_config_stops_with_a_status_per_reason() {
     if !environment_ready(name, TOOLS) {
         return;
     }
-    let nic = TestNic {
-        tap: String::new(),
-        mac: [0x52, 0x54, 0, 0, 0, 1],
-        addr: APPLIANCE_IP,
-        prefix_len: 24,
-    };
-    let good = nanovnf_schema::encode(&appliance::ping_config(name, 1, std::slice::from_ref(&nic)));
+    let good = config_with_nic(name, [0x52, 0x54, 0, 0, 0, 1]);
     let mut flipped = good.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x01;
@@ -273,7 +276,7 @@ fn corrupt_config_stops_with_a_status_per_reason() {
         ),
         (magic, nanovnf_schema::ConfigError::BadMagic, "bad magic"),
     ] {
-        let (code, log) = boot_expecting_exit(name, Some(blob), true);
+        let (code, log) = boot_expecting_exit(name, Some(blob));
         assert_eq!(code, exit_code::config_error(&reason), "{log}");
         assert!(log.contains("FATAL config:") && log.contains(line), "{log}");
     }
@@ -285,18 +288,8 @@ fn config_naming_an_absent_nic_stops_the_appliance() {
     if !environment_ready(name, TOOLS) {
         return;
     }
-    let other = TestNic {
-        tap: String::new(),
-        mac: [0x52, 0x54, 0, 0xde, 0xad, 1],
-        addr: APPLIANCE_IP,
-        prefix_len: 24,
-    };
-    let blob = nanovnf_schema::encode(&appliance::ping_config(
-        name,
-        1,
-        std::slice::from_ref(&other),
-    ));
-    let (code, log) = boot_expecting_exit(name, Some(blob), true);
+    let blob = config_with_nic(name, [0x52, 0x54, 0, 0xde, 0xad, 1]);
+    let (code, log) = boot_expecting_exit(name, Some(blob));
     assert_eq!(code, exit_code::APPLIANCE, "{log}");
     assert!(
         log.contains("FATAL nic 52:54:00:de:ad:01 from the config has no virtio-net device"),
