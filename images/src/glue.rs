@@ -47,25 +47,24 @@ pub fn configured_nics(boot: &Boot) -> Vec<(NicConfig, Nic)> {
 }
 
 /// Interrupt handling shared by images: acknowledge the NICs behind fired lines, arm and
-/// disarm receive interrupts around a halt.
-pub fn acknowledge(nics: &mut [&mut Nic], irqs: u16) {
-    for nic in nics.iter_mut() {
+/// disarm receive interrupts around a halt. They take iterators so that the sleep/wake
+/// path never allocates.
+pub fn acknowledge<'a>(nics: impl IntoIterator<Item = &'a mut Nic>, irqs: u16) {
+    for nic in nics {
         if nic.irq().is_some_and(|irq| irqs & (1 << irq) != 0) {
             nic.acknowledge_interrupt();
         }
     }
 }
 
-pub fn arm(nics: &mut [&mut Nic]) -> bool {
-    let mut pending = false;
-    for nic in nics.iter_mut() {
-        pending |= nic.arm_interrupts();
-    }
-    pending
+/// Arms every NIC (all of them, even once one has work) and reports whether any has work.
+pub fn arm<'a>(nics: impl IntoIterator<Item = &'a mut Nic>) -> bool {
+    nics.into_iter()
+        .fold(false, |pending, nic| nic.arm_interrupts() | pending)
 }
 
-pub fn disarm(nics: &mut [&mut Nic]) {
-    for nic in nics.iter_mut() {
+pub fn disarm<'a>(nics: impl IntoIterator<Item = &'a mut Nic>) {
+    for nic in nics {
         nic.disarm_interrupts();
     }
 }

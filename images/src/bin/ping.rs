@@ -28,8 +28,8 @@ mod image {
     }
 
     impl Ping {
-        fn nics(&mut self) -> Vec<&mut Nic> {
-            self.ports.iter_mut().map(|(_, nic)| nic).collect()
+        fn nics(&mut self) -> impl Iterator<Item = &mut Nic> {
+            self.ports.iter_mut().map(|(_, nic)| nic)
         }
 
         /// Logs the drop counters when they changed, at most once per second (a flood of
@@ -89,15 +89,15 @@ mod image {
         }
 
         fn acknowledge(&mut self, irqs: u16) {
-            glue::acknowledge(&mut self.nics(), irqs);
+            glue::acknowledge(self.nics(), irqs);
         }
 
         fn prepare_to_sleep(&mut self) -> bool {
-            glue::arm(&mut self.nics())
+            glue::arm(self.nics())
         }
 
         fn woke(&mut self) {
-            glue::disarm(&mut self.nics());
+            glue::disarm(self.nics());
         }
     }
 
