@@ -1,10 +1,12 @@
-//! Shared glue of the appliance images: matching configured NICs to virtio devices and the
-//! event-loop adapter over them. The binaries in `src/bin` are the images themselves.
+//! Shared glue of the appliance images: matching configured NICs to virtio devices, the
+//! event-loop adapter over them, and the control channel. The binaries in `src/bin` are the images themselves.
 #![cfg_attr(target_os = "none", no_std)]
 
 #[cfg(target_os = "none")]
 extern crate alloc;
 
+#[cfg(target_os = "none")]
+pub mod control;
 #[cfg(target_os = "none")]
 pub mod glue;
 

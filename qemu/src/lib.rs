@@ -21,6 +21,7 @@
 //! ```
 
 mod accel;
+mod control;
 mod error;
 mod netns;
 mod spec;
@@ -29,6 +30,7 @@ mod vm;
 use std::path::Path;
 
 pub use accel::{ACCEL_ENV, Accel, ResolvedAccel};
+pub use control::{ControlClient, ControlError};
 pub use error::Error;
 pub use netns::NETNS_RUN_DIR;
 pub use spec::{

@@ -118,6 +118,9 @@ pub struct VmSpec {
     pub qemu_binary: PathBuf,
     /// Appended verbatim after everything else.
     pub extra_args: Vec<String>,
+    /// Give the guest a control channel: a second UART (COM2) on the unix socket
+    /// `<run_dir>/<name>.ctl`, where QEMU listens and the manager connects (and reconnects).
+    pub control: bool,
 }
 
 impl VmSpec {
@@ -137,6 +140,7 @@ impl VmSpec {
             netns: None,
             qemu_binary: PathBuf::from(DEFAULT_QEMU_BINARY),
             extra_args: Vec::new(),
+            control: false,
         }
     }
 
@@ -200,6 +204,17 @@ impl VmSpec {
         self
     }
 
+    /// Adds the control channel (see [`VmSpec::control`]).
+    pub fn control(mut self, on: bool) -> Self {
+        self.control = on;
+        self
+    }
+
+    /// The control channel's unix socket: `<run_dir>/<name>.ctl`.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.run_file("ctl")
+    }
+
     /// Where the guest's serial output goes: `<run_dir>/<name>.serial`.
     pub fn serial_log_path(&self) -> PathBuf {
         self.run_file("serial")
@@ -255,6 +270,17 @@ impl VmSpec {
         // `-serial file:` takes the rest of the string literally: no escaping.
         let serial = path_arg(&self.serial_log_path());
         opt("-serial", Some(format!("file:{serial}")));
+        if self.control {
+            let path = opt_escape(&path_arg(&self.control_socket_path()));
+            opt(
+                "-chardev",
+                Some(format!("socket,id=ctl,path={path},server=on,wait=off")),
+            );
+            opt(
+                "-device",
+                Some("isa-serial,chardev=ctl,iobase=0x2f8,irq=3".to_owned()),
+            );
+        }
         if self.machine == Machine::Microvm {
             // Modern (version 2) virtio-mmio, which virtio-drivers expects.
             opt("-global", Some("virtio-mmio.force-legacy=false".to_owned()));
@@ -298,6 +324,20 @@ impl VmSpec {
             let path = self.config_path();
             fs::write(&path, blob)
                 .map_err(|e| Error::io(format!("write boot config {}", path.display()), e))?;
+        }
+        let control_socket = self.control.then(|| self.control_socket_path());
+        if let Some(path) = &control_socket {
+            // A socket left by an earlier run would make QEMU's bind fail.
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("remove stale control socket {}", path.display()),
+                        e,
+                    ));
+                }
+            }
         }
         // QEMU truncates the serial log itself, but only once it runs; truncating here
         // keeps a reader from seeing the previous boot's lines in the meantime.
@@ -346,7 +386,7 @@ impl VmSpec {
         })?;
         // The child has entered the namespace (or failed to start); our copy can go.
         drop(netns_fd);
-        Ok(Vm::new(
+        let mut vm = Vm::new(
             self.name.clone(),
             child,
             accel,
@@ -354,7 +394,9 @@ impl VmSpec {
             serial,
             serial_path,
             qemu_log_path,
-        ))
+        );
+        vm.control_socket = control_socket;
+        Ok(vm)
     }
 
     /// Refuses specs that would make QEMU misbehave in ways that are hard to trace.
@@ -380,6 +422,15 @@ impl VmSpec {
             return Err(invalid(format!(
                 "the kernel image {} does not exist or is not a file",
                 self.kernel.display()
+            )));
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        let socket = self.control_socket_path();
+        if self.control && socket.as_os_str().len() > 107 {
+            return Err(invalid(format!(
+                "the control socket path {} is longer than a unix socket allows (107 bytes); \
+                 use a shorter run directory",
+                socket.display()
             )));
         }
         for nic in &self.nics {

@@ -41,6 +41,7 @@ pub struct Vm {
     lines: LineBuffer,
     serial_log: PathBuf,
     qemu_log: PathBuf,
+    pub(crate) control_socket: Option<PathBuf>,
 }
 
 impl Vm {
@@ -65,7 +66,13 @@ impl Vm {
             lines: LineBuffer::default(),
             serial_log,
             qemu_log,
+            control_socket: None,
         }
+    }
+
+    /// The control channel's unix socket, when the spec asked for one.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.control_socket.as_deref()
     }
 
     /// The VM's name, from its spec.

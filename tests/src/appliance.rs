@@ -106,3 +106,69 @@ pub fn boot_ping(
     );
     Ok(vm)
 }
+
+/// The tenant subnet the DHCP tests serve, as Neutron would describe it.
+pub struct DhcpNet {
+    pub cidr: Ipv4Cidr,
+    pub server_ip: Ipv4Addr,
+    pub gateway: Option<Ipv4Addr>,
+    pub metadata_ip: Option<Ipv4Addr>,
+    pub host_routes: Vec<nanovnf_schema::dhcp::Route>,
+    pub other_subnets: Vec<Ipv4Cidr>,
+    pub domain: String,
+    pub lease_secs: u32,
+    pub mtu: u16,
+}
+
+/// A DHCP appliance's boot configuration: one NIC on the subnet, these reservations.
+pub fn dhcp_config(
+    name: &str,
+    nic: &TestNic,
+    net: &DhcpNet,
+    hosts: Vec<nanovnf_schema::dhcp::DhcpHost>,
+) -> BootConfig {
+    use nanovnf_schema::dhcp::{DhcpRole, DhcpSubnet};
+    BootConfig {
+        generation: 1,
+        name: name.to_owned(),
+        log_level: LogLevel::Info,
+        nics: vec![NicConfig {
+            mac: nic.mac,
+            addresses: vec![Ipv4Cidr::new(net.server_ip, net.cidr.prefix_len)],
+            mtu: net.mtu,
+        }],
+        role: Role::Dhcp(DhcpRole {
+            subnets: vec![DhcpSubnet {
+                cidr: net.cidr,
+                server_ip: net.server_ip,
+                gateway: net.gateway,
+                dns_servers: Vec::new(),
+                domain: net.domain.clone(),
+                lease_secs: net.lease_secs,
+                host_routes: net.host_routes.clone(),
+                other_subnets: net.other_subnets.clone(),
+                metadata_ip: net.metadata_ip,
+            }],
+            hosts,
+        }),
+    }
+}
+
+/// Boots a DHCP appliance with a control channel and waits for `READY`.
+pub fn boot_dhcp(
+    world: &World,
+    name: &str,
+    nic: &TestNic,
+    net: &DhcpNet,
+    hosts: Vec<nanovnf_schema::dhcp::DhcpHost>,
+) -> anyhow::Result<Vm> {
+    let config = nanovnf_schema::encode(&dhcp_config(name, nic, net, hosts));
+    let spec = spec(world, name, "dhcp", std::slice::from_ref(nic))?
+        .memory_mib(8)
+        .control(true)
+        .config(config);
+    let mut vm = spec.spawn().with_context(|| format!("spawn {name}"))?;
+    vm.wait_ready(READY_TIMEOUT)
+        .with_context(|| format!("{name} ready"))?;
+    Ok(vm)
+}

@@ -19,6 +19,7 @@
 
 pub mod appliance;
 pub mod bench;
+pub mod dhcp_clients;
 mod echo;
 mod env;
 mod frames;

@@ -363,6 +363,12 @@ impl World {
             run_ip(&["netns", "add", &name])?;
         }
         self.namespaces.push(name.clone());
+        // Programs run through `ip netns exec` see /etc/netns/<ns>/* bind-mounted over
+        // /etc: a DHCP client's script then rewrites this resolv.conf, not the host's.
+        let etc = etc_netns_dir(&name);
+        std::fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
+        std::fs::write(etc.join("resolv.conf"), "")
+            .with_context(|| format!("creating {}/resolv.conf", etc.display()))?;
         self.ip(&name, &["link", "set", "dev", "lo", "up"])?;
         // Quiet links: no router solicitations, MLD or DAD frames reaching appliances
         // or raw-socket captures. Kernels without IPv6 have no such key; that is fine.
@@ -463,6 +469,12 @@ impl World {
             if let Err(e) = run_ip(&["netns", "del", ns]) {
                 eprintln!("{tag}: deleting namespace {ns}: {e:#}");
             }
+            let etc = etc_netns_dir(ns);
+            if etc.exists()
+                && let Err(e) = std::fs::remove_dir_all(&etc)
+            {
+                eprintln!("{tag}: removing {}: {e}", etc.display());
+            }
         }
         // Dropping the lock last: the prefix may be reused only once its names are gone.
         self.lock.take();
@@ -542,6 +554,11 @@ impl Instance {
             .map(|(ip, _)| ip)
             .ok_or_else(|| anyhow!("instance {} has no address", self.ns))
     }
+}
+
+/// The per-namespace /etc overlay `ip netns exec` applies.
+pub fn etc_netns_dir(ns: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(ns)
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
@@ -803,6 +820,16 @@ pub fn cleanup_stale(prefix_root: &str) -> Vec<String> {
             match run_ip(&["netns", "del", &ns]) {
                 Ok(()) => deleted.push(ns),
                 Err(e) => eprintln!("nanovnf-tests: deleting stale namespace {ns}: {e:#}"),
+            }
+        }
+        // The /etc overlays of this prefix's namespaces, deleted or not found above.
+        if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+            for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+                if name.split_once('-').is_some_and(|(p, _)| p == prefix)
+                    && !netns_path(&name).exists()
+                {
+                    let _ = std::fs::remove_dir_all(etc_netns_dir(&name));
+                }
             }
         }
         // Unlink while holding the lock, as PrefixLock's drop does.

@@ -7,13 +7,18 @@
 extern crate alloc;
 
 pub mod server;
+pub mod service;
 pub mod wire;
 
 pub use server::{
     Counters, DropReason, LeaseState, Reply, Reservation, ReservationError, RxMeta, Server,
     ServerConfig,
 };
+pub use service::{FrameDrop, Service, ServiceError};
 pub use wire::{Error, MessageType, Packet};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod service_tests;

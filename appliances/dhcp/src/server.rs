@@ -131,6 +131,50 @@ const WIRE_ERRORS: [wire::Error; 9] = [
 const DROP_SLOTS: usize = WIRE_ERRORS.len() + 7;
 
 impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; DROP_SLOTS] = [
+        DropReason::Malformed(WIRE_ERRORS[0]),
+        DropReason::Malformed(WIRE_ERRORS[1]),
+        DropReason::Malformed(WIRE_ERRORS[2]),
+        DropReason::Malformed(WIRE_ERRORS[3]),
+        DropReason::Malformed(WIRE_ERRORS[4]),
+        DropReason::Malformed(WIRE_ERRORS[5]),
+        DropReason::Malformed(WIRE_ERRORS[6]),
+        DropReason::Malformed(WIRE_ERRORS[7]),
+        DropReason::Malformed(WIRE_ERRORS[8]),
+        DropReason::UnknownClient,
+        DropReason::WrongServer,
+        DropReason::WrongNetwork,
+        DropReason::AddressDeclined,
+        DropReason::UnexpectedMessageType,
+        DropReason::BadState,
+        DropReason::ReplyTooBig,
+    ];
+
+    /// A stable snake_case name for counters.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed(e) => match e {
+                wire::Error::Truncated => "truncated",
+                wire::Error::BadMagicCookie => "bad_magic_cookie",
+                wire::Error::BadOptionLength => "bad_option_length",
+                wire::Error::BadOp => "bad_op",
+                wire::Error::BadHardwareAddress => "bad_hardware_address",
+                wire::Error::BadOverload => "bad_overload",
+                wire::Error::TooManyOptions => "too_many_options",
+                wire::Error::MissingMessageType => "missing_message_type",
+                wire::Error::BadMessageType => "bad_message_type",
+            },
+            DropReason::UnknownClient => "unknown_client",
+            DropReason::WrongServer => "wrong_server",
+            DropReason::WrongNetwork => "wrong_network",
+            DropReason::AddressDeclined => "address_declined",
+            DropReason::UnexpectedMessageType => "unexpected_message_type",
+            DropReason::BadState => "bad_state",
+            DropReason::ReplyTooBig => "reply_too_big",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             DropReason::Malformed(e) => WIRE_ERRORS.iter().position(|w| *w == e).unwrap_or(0),
@@ -375,6 +419,16 @@ impl Server {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// True when `mac` has a reservation here.
+    pub fn reserves(&self, mac: [u8; 6]) -> bool {
+        self.entries.contains_key(&mac)
+    }
+
+    /// The reservation holding `ip`, if any.
+    pub fn holder_of(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
+        self.by_ip.get(&ip).copied()
     }
 
     /// Number of reservations (an upper bound on leases).

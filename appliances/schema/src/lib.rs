@@ -1,11 +1,14 @@
 //! The one thing shared across the VM boundary: the boot configuration the manager writes
-//! into fw_cfg, and (later) the control-channel messages. Encoded with postcard inside a
+//! into fw_cfg, and the control-channel messages ([`control`]). Encoded with postcard inside a
 //! small envelope (magic, length, CRC-32) so a truncated or corrupt blob is refused with a
 //! precise reason instead of being half-parsed.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+pub mod control;
+pub mod dhcp;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -82,6 +85,8 @@ impl fmt::Display for Ipv4Cidr {
 pub enum Role {
     /// Answers ARP and ICMP echo on every NIC address; the foundation's proof of life.
     Ping,
+    /// A DHCP server for one network (first NIC), like Neutron's dnsmasq.
+    Dhcp(dhcp::DhcpRole),
 }
 
 /// Why a configuration blob was refused.

@@ -12,7 +12,7 @@ mod image {
     use nanovnf_kernel::arch::{serial, timer};
     use nanovnf_kernel::event::{self, Poll};
     use nanovnf_kernel::{exit_code, fatal};
-    use nanovnf_ping::Port;
+    use nanovnf_port::Port;
     use smoltcp::time::Instant;
 
     const REPORT_INTERVAL_NS: u64 = 1_000_000_000;

@@ -1,6 +1,7 @@
 //! Everything that touches the (virtual) hardware. Compiled only for `x86_64-unknown-none`.
 
 mod boot;
+pub mod control;
 pub mod fwcfg;
 mod heap;
 pub mod interrupts;

@@ -2,6 +2,7 @@
 //! why; we check the layers the ping appliance serves (Ethernet, ARP, IPv4, ICMP) first
 //! and count each rejected frame under a named reason.
 
+use crate::{Detour, Outbox};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -136,17 +137,32 @@ fn check_ipv4(payload: &[u8]) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// A device whose received frames pass [`check`] first.
+/// A device whose received frames pass [`check`] first, then the appliance's [`Detour`];
+/// smoltcp sees only what both let through.
 pub struct Filtered<'a, D: Device> {
     inner: &'a mut D,
     mac: EthernetAddress,
     drops: &'a mut DropCounters,
+    detour: &'a mut dyn Detour,
+    outbox: &'a mut Outbox,
 }
 
 impl<'a, D: Device> Filtered<'a, D> {
-    pub fn new(inner: &'a mut D, hw: HardwareAddress, drops: &'a mut DropCounters) -> Self {
+    pub fn new(
+        inner: &'a mut D,
+        hw: HardwareAddress,
+        drops: &'a mut DropCounters,
+        detour: &'a mut dyn Detour,
+        outbox: &'a mut Outbox,
+    ) -> Self {
         let HardwareAddress::Ethernet(mac) = hw;
-        Self { inner, mac, drops }
+        Self {
+            inner,
+            mac,
+            drops,
+            detour,
+            outbox,
+        }
     }
 }
 
@@ -155,6 +171,8 @@ pub struct RxToken<'a, T> {
     mac: EthernetAddress,
     max_frame: usize,
     drops: &'a mut DropCounters,
+    detour: &'a mut dyn Detour,
+    outbox: &'a mut Outbox,
 }
 
 impl<T: phy::RxToken> phy::RxToken for RxToken<'_, T> {
@@ -164,12 +182,15 @@ impl<T: phy::RxToken> phy::RxToken for RxToken<'_, T> {
             mac,
             max_frame,
             drops,
+            detour,
+            outbox,
         } = self;
         inner.consume(|frame| match check(frame, mac, max_frame) {
+            // smoltcp still needs its closure run; an empty frame is dropped at once.
+            Ok(()) if detour.take(frame, outbox) => f(&[]),
             Ok(()) => f(frame),
             Err(reason) => {
                 drops.count(reason);
-                // smoltcp still needs its closure run; an empty frame is dropped at once.
                 f(&[])
             }
         })
@@ -194,6 +215,8 @@ impl<D: Device> Device for Filtered<'_, D> {
             mac: self.mac,
             max_frame,
             drops: self.drops,
+            detour: &mut *self.detour,
+            outbox: &mut *self.outbox,
         };
         Some((rx, tx))
     }

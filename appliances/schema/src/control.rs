@@ -1,0 +1,212 @@
+//! The control channel between the manager and a running appliance: a byte stream (the
+//! appliance's second serial port, a unix socket on the host) carrying postcard messages
+//! in COBS frames, each ended by a zero byte. The manager sends [`Request`]s; the
+//! appliance answers each with a [`Report`] carrying the same `seq`, and may report on its
+//! own (`Ready` after boot).
+
+use crate::dhcp::DhcpHost;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The largest frame either side accepts, encoded. A longer one is discarded (up to its
+/// terminating zero) and counted, so a corrupt stream resynchronises at the next frame.
+pub const MAX_FRAME_LEN: usize = 256 * 1024;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Chosen by the manager; echoed in the answer.
+    pub seq: u32,
+    pub op: Op,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Liveness: answered with `Done` and the appliance's generation.
+    Ping,
+    /// Answered with `Counters`.
+    Counters,
+    /// Adds a reservation or replaces the one with the same MAC. A changed address
+    /// releases the old lease at once.
+    DhcpUpsert(DhcpHost),
+    /// Removes the reservation of this MAC and releases its lease at once, so the address
+    /// can go to another MAC (Nova's `force_dhcp_release`).
+    DhcpRemove { mac: [u8; 6] },
+    /// Makes `generation` the appliance's configuration generation (after a batch of
+    /// changes).
+    SetGeneration { generation: u64 },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// Sent once after boot, when the appliance serves.
+    Ready { generation: u64 },
+    /// The request `seq` was applied; `generation` is the appliance's generation now.
+    Done { seq: u32, generation: u64 },
+    /// The request `seq` was refused and changed nothing.
+    Refused { seq: u32, reason: String },
+    /// Answer to [`Op::Counters`]: every counter by name (stable snake_case names).
+    Counters { seq: u32, counters: Vec<Counter> },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub name: String,
+    pub value: u64,
+}
+
+impl Counter {
+    pub fn new(name: impl Into<String>, value: u64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+/// Encodes `msg` as one COBS frame, zero terminator included.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing plain data into a Vec cannot fail (see `crate::encode`).
+    postcard::to_allocvec_cobs(msg).unwrap_or_default()
+}
+
+/// Decodes one frame as returned by [`FrameReader`] or [`encode`] (COBS-encoded, its
+/// terminating zero included). The buffer is decoded in place.
+pub fn decode<T: DeserializeOwned>(frame: &mut [u8]) -> Result<T, FrameError> {
+    postcard::from_bytes_cobs(frame).map_err(|_| FrameError::Malformed)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not a valid COBS frame or not a valid message.
+    Malformed,
+}
+
+/// Splits a byte stream into frames at zero bytes, bounded by [`MAX_FRAME_LEN`].
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// True while discarding the rest of an oversized frame.
+    discarding: bool,
+    /// True when `buf` holds the frame returned by the last push.
+    complete: bool,
+    /// Frames discarded for exceeding [`MAX_FRAME_LEN`].
+    pub oversized: u64,
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one byte; returns a complete frame (ending with its zero) when this byte ended
+    /// one. Empty frames (consecutive zeros) are skipped.
+    pub fn push(&mut self, byte: u8) -> Option<&mut [u8]> {
+        if self.complete {
+            // The frame returned by the previous push has been used.
+            self.buf.clear();
+            self.complete = false;
+        }
+        if byte == 0 {
+            if core::mem::take(&mut self.discarding) || self.buf.is_empty() {
+                self.buf.clear();
+                return None;
+            }
+            self.buf.push(0);
+            self.complete = true;
+            return Some(&mut self.buf[..]);
+        }
+        if self.discarding {
+            return None;
+        }
+        if self.buf.len() >= MAX_FRAME_LEN {
+            self.buf.clear();
+            self.discarding = true;
+            self.oversized += 1;
+            return None;
+        }
+        self.buf.push(byte);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::Ipv4Addr;
+
+    fn upsert(seq: u32) -> Request {
+        Request {
+            seq,
+            op: Op::DhcpUpsert(DhcpHost {
+                mac: [0xfa, 0x16, 0x3e, 0, 0, 1],
+                ip: Ipv4Addr::new(192, 168, 1, 11),
+                hostname: "vm1".into(),
+            }),
+        }
+    }
+
+    fn frames(reader: &mut FrameReader, bytes: &[u8]) -> Vec<Request> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if let Some(frame) = reader.push(b) {
+                out.push(decode(frame).expect("a valid frame"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut stream = encode(&upsert(1));
+        assert_eq!(stream.iter().filter(|&&b| b == 0).count(), 1);
+        assert_eq!(stream.last(), Some(&0));
+        stream.extend(encode(&upsert(2)));
+        stream.push(0); // an empty frame is skipped
+        stream.extend(encode(&Request {
+            seq: 3,
+            op: Op::Ping,
+        }));
+        let got = frames(&mut FrameReader::new(), &stream);
+        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(got[0], upsert(1));
+    }
+
+    #[test]
+    fn garbage_is_refused_and_the_stream_resynchronises() {
+        let mut reader = FrameReader::new();
+        let junk = [7u8, 200, 3, 9, 0];
+        let mut frame = None;
+        for &b in &junk[..] {
+            frame = reader.push(b).map(|f| f.to_vec());
+        }
+        let mut frame = frame.expect("a frame");
+        assert_eq!(frame, junk);
+        assert_eq!(decode::<Request>(&mut frame), Err(FrameError::Malformed));
+        assert_eq!(frames(&mut reader, &encode(&upsert(9)))[0].seq, 9);
+    }
+
+    #[test]
+    fn oversized_frames_are_discarded_and_counted() {
+        let mut reader = FrameReader::new();
+        for _ in 0..MAX_FRAME_LEN + 10 {
+            assert!(reader.push(1).is_none());
+        }
+        assert!(
+            reader.push(0).is_none(),
+            "the oversized frame is not returned"
+        );
+        assert_eq!(reader.oversized, 1);
+        assert_eq!(frames(&mut reader, &encode(&upsert(4)))[0].seq, 4);
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        let report = Report::Counters {
+            seq: 5,
+            counters: alloc::vec![Counter::new("acks", 3), Counter::new("naks", 0)],
+        };
+        let mut bytes = encode(&report);
+        assert_eq!(decode::<Report>(&mut bytes), Ok(report));
+    }
+}
