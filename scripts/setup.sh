@@ -14,6 +14,7 @@ packages=(
   dhcpcd5           # dhcpcd
   iperf3            # throughput benchmarks
   tcpdump           # captures in tests
+  dnsmasq-base      # dnsmasq as Neutron runs it: the DHCP benchmark's baseline (no service)
 )
 
 if [ "$(id -u)" != 0 ]; then

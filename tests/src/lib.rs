@@ -19,7 +19,9 @@
 
 pub mod appliance;
 pub mod bench;
+pub mod dhcp_appliance_target;
 pub mod dhcp_clients;
+pub mod dhcpload;
 mod echo;
 mod env;
 mod frames;

@@ -1075,3 +1075,254 @@ impl Rng {
         self.0
     }
 }
+
+// ---------------------------------------------------------------- the fuzz body, on stable
+
+use crate as dhcp;
+
+/// The cargo-fuzz target's body (input layout and invariants), shared with `fuzz/`.
+#[path = "../../../fuzz/dhcp_server_check.rs"]
+mod fuzz_check;
+
+/// Seed inputs for the fuzzer, in `fuzz_check`'s layout, built from real client messages.
+/// `fuzz/corpus/dhcp_server/seed-<name>` holds them (see `write_fuzz_seed_corpus`).
+fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use fuzz_check::{OP_CONFIG, OP_PACKET, OP_RELAYED, OP_REMOVE, OP_RESERVE, encode, ip, mac};
+    use v4::MessageType as T;
+    let (m, vm, sid) = (mac(0x11), ip(11), fuzz_check::SERVER_IP);
+    let selecting = client(m, T::Request, |x| {
+        x.opts_mut().insert(DhcpOption::ServerIdentifier(sid));
+        x.opts_mut().insert(DhcpOption::RequestedIpAddress(vm));
+    });
+    let discover = client(m, T::Discover, |_| {});
+    let renew = client(m, T::Request, |x| {
+        x.set_ciaddr(vm);
+    });
+    let release = client(m, T::Release, |x| {
+        x.set_ciaddr(vm);
+        x.opts_mut().insert(DhcpOption::ServerIdentifier(sid));
+    });
+    let decline = client(m, T::Decline, |x| {
+        x.opts_mut().insert(DhcpOption::ServerIdentifier(sid));
+        x.opts_mut().insert(DhcpOption::RequestedIpAddress(vm));
+    });
+    let inform = client(m, T::Inform, |x| {
+        x.set_ciaddr(vm);
+    });
+    let reboot_wrong = client(m, T::Request, |x| {
+        x.opts_mut().insert(DhcpOption::RequestedIpAddress(ip(99)));
+    });
+    let relayed = client(m, T::Discover, |x| {
+        x.set_giaddr(ip(254));
+        x.set_flags(Flags::default().set_broadcast());
+    });
+    let big = client(m, T::Discover, |x| {
+        x.opts_mut().insert(DhcpOption::MaxMessageSize(1500));
+    });
+    let no_prl = client(m, T::Discover, |x| {
+        x.opts_mut().remove(OptionCode::ParameterRequestList);
+    });
+    let other_server = client(m, T::Request, |x| {
+        x.opts_mut().insert(DhcpOption::ServerIdentifier(ip(9)));
+        x.opts_mut().insert(DhcpOption::RequestedIpAddress(vm));
+    });
+    // Capacity 4, MTU 576 + 4 * 218 = 1448: about Neutron's 1450.
+    let header = (4, 218);
+    let p = |dt: u8, body: &[u8]| (OP_PACKET, dt, 0x11, 0, body.to_vec());
+    type Seed = (
+        &'static str,
+        (usize, u8),
+        Vec<(u8, u8)>,
+        Vec<(u8, u8, u8, u8, Vec<u8>)>,
+    );
+    let seeds: Vec<Seed> = vec![
+        (
+            "dora",
+            header,
+            vec![(0x11, 11)],
+            vec![p(0, &discover), p(1, &selecting)],
+        ),
+        (
+            "lifecycle",
+            header,
+            vec![(0x11, 11), (0x22, 12)],
+            vec![
+                p(0, &discover),
+                p(1, &selecting),
+                (OP_PACKET, 0xf0, 0x11, 11, renew.clone()),
+                (OP_PACKET, 0xf1, 0x11, 11, renew),
+                p(0, &inform),
+                p(0, &release),
+                p(0, &discover),
+                p(0, &selecting),
+                p(5, &decline),
+                p(5, &discover),
+                (OP_PACKET, 0xf0, 0x11, 0, discover.clone()),
+                p(0, &reboot_wrong),
+                p(0, &other_server),
+            ],
+        ),
+        (
+            "relay",
+            header,
+            vec![(0x11, 11)],
+            vec![
+                (OP_RELAYED, 0, 0xfe, 254, relayed),
+                (OP_RELAYED, 0, 0xfe, 254, reboot_wrong.clone()),
+            ],
+        ),
+        (
+            "table",
+            (2, 0),
+            vec![
+                (1, 1),
+                (2, 2),
+                (3, 3),
+                (4, 4),
+                (5, 5),
+                (6, 6),
+                (7, 7),
+                (8, 8),
+            ],
+            vec![
+                (OP_RESERVE, 0, 0x11, 11, b"host-192-168-1-11".to_vec()),
+                (OP_REMOVE, 0, 0x01, 0, Vec::new()),
+                (OP_RESERVE, 0, 0x11, 11, b"vm".to_vec()),
+                (OP_RESERVE, 0, 0x12, 11, Vec::new()),
+                (OP_RESERVE, 0, 0x11, 255, Vec::new()),
+                p(0, &discover),
+                (OP_RESERVE, 0, 0x11, 12, Vec::new()),
+                p(0, &selecting),
+                (OP_REMOVE, 0, 0x11, 0, Vec::new()),
+                p(0, &discover),
+            ],
+        ),
+        (
+            "options",
+            header,
+            vec![(0x11, 11)],
+            vec![
+                (OP_CONFIG, 0, 0, 0x38, Vec::new()),
+                p(0, &discover),
+                p(0, &big),
+                p(0, &no_prl),
+                (OP_CONFIG, 0, 0, 0x45, Vec::new()),
+                p(0, &discover),
+                (OP_CONFIG, 0, 0, 0x01, Vec::new()),
+                p(0, &selecting),
+                (OP_RESERVE, 0, 0x11, 11, vec![b'x'; 300]),
+                p(0, &selecting),
+            ],
+        ),
+        (
+            "unknown-and-malformed",
+            header,
+            vec![(0x11, 11)],
+            vec![
+                p(0, DISCOVER_BYTES),
+                p(0, &discover[..239]),
+                p(0, &{
+                    let mut b = discover.clone();
+                    b[236] ^= 1;
+                    b
+                }),
+                p(0, &client(m, T::Offer, |_| {})),
+                p(0, &client(MAC2, T::Discover, |_| {})),
+            ],
+        ),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, header, res, recs)| {
+            let recs: Vec<(u8, u8, u8, u8, &[u8])> = recs
+                .iter()
+                .map(|(op, dt, m, i, b)| (*op, *dt, *m, *i, &b[..]))
+                .collect();
+            (name, encode(header.0, header.1, &res, &recs))
+        })
+        .collect()
+}
+
+#[test]
+fn fuzz_body_holds_on_seeds_and_mutations() {
+    let seeds = fuzz_seeds();
+    // The seeds reach every kind of reply and of drop that matters.
+    let mut total = server::Counters::default();
+    for (name, seed) in &seeds {
+        let c = fuzz_check::run(seed);
+        assert!(
+            c.offers + c.acks + c.total_drops() > 0,
+            "seed {name} does nothing"
+        );
+        total.offers += c.offers;
+        total.acks += c.acks;
+        total.naks += c.naks;
+        total.releases += c.releases;
+        total.declines += c.declines;
+        total.informs += c.informs;
+    }
+    assert!(total.offers > 0 && total.acks > 0 && total.naks > 0);
+    assert!(total.releases > 0 && total.declines > 0 && total.informs > 0);
+
+    // libFuzzer's everyday mutations, deterministically: flips, truncation, insertion,
+    // splicing two seeds, and pure noise.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..4000u32 {
+        let mut b = seeds[rng.next() as usize % seeds.len()].1.clone();
+        match round % 5 {
+            0 => {
+                for _ in 0..=rng.next() % 8 {
+                    let i = rng.next() as usize % b.len();
+                    b[i] = rng.next() as u8;
+                }
+            }
+            1 => b.truncate(rng.next() as usize % b.len()),
+            2 => {
+                let at = rng.next() as usize % b.len();
+                let noise: Vec<u8> = (0..rng.next() % 16).map(|_| rng.next() as u8).collect();
+                b.splice(at..at, noise);
+            }
+            3 => {
+                let other = &seeds[rng.next() as usize % seeds.len()].1;
+                let at = rng.next() as usize % b.len();
+                let from = rng.next() as usize % other.len();
+                b.truncate(at);
+                b.extend_from_slice(&other[from..]);
+            }
+            _ => {
+                b = (0..rng.next() % 700).map(|_| rng.next() as u8).collect();
+            }
+        }
+        fuzz_check::run(&b);
+    }
+}
+
+/// Where the fuzzer's seed corpus lives.
+fn seed_corpus_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/dhcp_server")
+}
+
+#[test]
+fn committed_seed_corpus_is_current() {
+    for (name, bytes) in fuzz_seeds() {
+        let path = seed_corpus_dir().join(std::format!("seed-{name}"));
+        let on_disk = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            on_disk == bytes,
+            "{} is missing or stale: regenerate it with `cargo test -p nanovnf-dhcp \
+             write_fuzz_seed_corpus -- --ignored` and commit it (git add -f: the root \
+             .gitignore ignores /fuzz/corpus)",
+            path.display()
+        );
+    }
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus/dhcp_server/seed-*; run after changing fuzz_seeds"]
+fn write_fuzz_seed_corpus() {
+    let dir = seed_corpus_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in fuzz_seeds() {
+        std::fs::write(dir.join(std::format!("seed-{name}")), bytes).unwrap();
+    }
+}
