@@ -23,11 +23,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,9 +34,8 @@ use anyhow::{Context, anyhow, bail};
 use dhcproto::v4::{self, DhcpOption, Flags, Message, OptionCode};
 use dhcproto::{Decodable, Encodable};
 
-use crate::raw::poll_readable;
 use crate::{
-    BROADCAST_MAC, ETHERTYPE_IPV4, Instance, World, ethernet, find_tool, in_netns,
+    BROADCAST_MAC, ETHERTYPE_IPV4, Instance, RawSocket, World, ethernet, find_tool,
     internet_checksum, ipv4_header, mac_to_string,
 };
 
@@ -53,7 +50,7 @@ const MIN_MESSAGE_LEN: usize = 300;
 /// Enough for any frame on a 1500-byte link; longer ones are cut and fail to parse.
 const RECV_BUF: usize = 2048;
 /// Asked for on the generator's socket so a burst of replies is not dropped before we read.
-const SOCKET_RCVBUF: libc::c_int = 4 << 20;
+const SOCKET_RCVBUF: usize = 4 << 20;
 /// How many error descriptions a report keeps; later ones are only counted.
 const KEPT_ERRORS: usize = 8;
 
@@ -549,7 +546,7 @@ pub fn percentile(samples: &[Duration], p: f64) -> Option<Duration> {
 /// `chaddr` and Ethernet source, with the BROADCAST flag so every reply comes back to
 /// the one socket. Single-threaded: one event loop of `poll` and non-blocking I/O.
 pub struct Generator {
-    sock: PacketSocket,
+    sock: RawSocket,
     next_xid: u32,
     buf: Vec<u8>,
 }
@@ -585,7 +582,11 @@ impl Generator {
             .map_or(0, |d| d.subsec_nanos())
             ^ std::process::id().rotate_left(16);
         Ok(Generator {
-            sock: PacketSocket::open(ns, ifname)?,
+            sock: {
+                let sock = RawSocket::open(ns, ifname)?;
+                sock.set_recv_buffer(SOCKET_RCVBUF);
+                sock
+            },
             next_xid: salt,
             buf: vec![0; RECV_BUF],
         })
@@ -838,7 +839,7 @@ impl Generator {
             let who = clients[i % clients.len()];
             let xid = self.xid();
             let frame = client_frame(who.mac, &discover(who.mac, xid)?);
-            self.sock.drain(&mut self.buf)?;
+            while self.sock.recv_now(&mut self.buf)?.is_some() {}
             let start = Instant::now();
             self.sock.send(&frame).context("sending DISCOVER")?;
             let deadline = start + opts.timeout;
@@ -1022,109 +1023,6 @@ pub fn parse_reply(frame: &[u8]) -> Option<ReplyView> {
 }
 
 // ---------------------------------------------------------------- the socket
-
-/// An `AF_PACKET` socket for IPv4 frames on one interface, receiving into the caller's
-/// buffer (no allocation per frame, unlike [`crate::RawSocket`]) and ignoring its own
-/// transmissions.
-struct PacketSocket {
-    fd: OwnedFd,
-}
-
-impl PacketSocket {
-    fn open(ns: &str, ifname: &str) -> anyhow::Result<PacketSocket> {
-        let name = ifname.to_owned();
-        in_netns(ns, move || PacketSocket::open_here(&name))?
-            .with_context(|| format!("packet socket on {ifname} in {ns}"))
-    }
-
-    fn open_here(ifname: &str) -> io::Result<PacketSocket> {
-        let cname = CString::new(ifname).map_err(|_| io::ErrorKind::InvalidInput)?;
-        // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Protocol 0 until bind(), so no frame of another interface is queued meanwhile.
-        // SAFETY: plain syscall with integer arguments.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a freshly created fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let setopt = |level, name, value: libc::c_int| {
-            // SAFETY: optval points at a live c_int whose size is passed as optlen.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    level,
-                    name,
-                    (&raw const value).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        // Both best effort: recv_now filters PACKET_OUTGOING too, and the default
-        // receive buffer holds a window's worth of replies anyway.
-        let _ = setopt(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
-        let _ = setopt(libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_RCVBUF);
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: addr points at a live sockaddr_ll whose size is passed as addrlen.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(PacketSocket { fd })
-    }
-
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
-        loop {
-            // SAFETY: buf/len describe the live `frame` slice.
-            let n =
-                unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            if n >= 0 {
-                return if n as usize == frame.len() {
-                    Ok(())
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "short packet send",
-                    ))
-                };
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-    }
-
-    /// One non-blocking receive of an incoming frame into `buf`.
-    fn recv_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        crate::raw::recv_incoming_now(self.fd.as_raw_fd(), buf)
-    }
-
-    /// Discards whatever is queued.
-    fn drain(&self, buf: &mut [u8]) -> io::Result<()> {
-        while self.recv_now(buf)?.is_some() {}
-        Ok(())
-    }
-
-    /// Waits until a frame is queued or `timeout` passes.
-    fn wait(&self, timeout: Duration) -> io::Result<()> {
-        poll_readable(&self.fd, timeout)
-    }
-}
 
 #[cfg(test)]
 mod tests {

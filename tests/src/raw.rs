@@ -155,9 +155,58 @@ impl RawSocket {
         Ok(count)
     }
 
-    /// One non-blocking receive of an incoming frame, skipping our own transmissions.
-    fn recv_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        recv_incoming_now(self.fd.as_raw_fd(), buf)
+    /// One non-blocking receive of an incoming frame into `buf` (no allocation), skipping
+    /// our own transmissions; `Ok(None)` when nothing is queued.
+    pub fn recv_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buf and sll are live, writable and their sizes are passed alongside.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&raw mut sll).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(None),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(err),
+                }
+            }
+            if sll.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            return Ok(Some(n as usize));
+        }
+    }
+
+    /// Waits until a frame is queued or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) -> io::Result<()> {
+        poll_readable(&self.fd, timeout)
+    }
+
+    /// Asks for a receive buffer of `bytes` (best effort: the kernel caps it at
+    /// `net.core.rmem_max`), for bursts of replies larger than the default holds.
+    pub fn set_recv_buffer(&self, bytes: usize) {
+        let value = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: optval points at a live c_int whose size is passed as optlen.
+        let _ = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
     }
 }
 
@@ -179,40 +228,4 @@ pub(crate) fn poll_readable(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// One non-blocking receive on the packet socket `fd` of a frame that came in (our own
-/// transmissions, which a packet socket also sees, are skipped).
-pub(crate) fn recv_incoming_now(
-    fd: std::os::fd::RawFd,
-    buf: &mut [u8],
-) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: buf and sll are live, writable and their sizes are passed alongside.
-        let n = unsafe {
-            libc::recvfrom(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&raw mut sll).cast(),
-                &mut len,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(None),
-                io::ErrorKind::Interrupted => continue,
-                _ => return Err(err),
-            }
-        }
-        if sll.sll_pkttype == libc::PACKET_OUTGOING {
-            continue;
-        }
-        return Ok(Some(n as usize));
-    }
 }
