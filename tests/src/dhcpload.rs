@@ -1163,7 +1163,7 @@ mod tests {
         assert!(opts.contains(
             ",option:classless-static-route,169.254.169.254/32,198.18.0.2,0.0.0.0/0,198.18.0.1\n"
         ));
-        let args = dnsmasq_args(&dir, "eth0", &small).join(" ");
+        let args = dnsmasq_args(&dir, "nvt0-dnsmasq", &small).join(" ");
         assert!(args.contains(
             "--dhcp-range=set:subnet-2a7c8f04-5f1e-4e3b-9c41-7d0b8e6f1a55,198.18.0.0,static,\
              255.255.248.0,86400s"

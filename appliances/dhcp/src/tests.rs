@@ -1085,7 +1085,7 @@ use crate as dhcp;
 mod fuzz_check;
 
 /// Seed inputs for the fuzzer, in `fuzz_check`'s layout, built from real client messages.
-/// `fuzz/corpus/dhcp_server/seed-<name>` holds them (see `write_fuzz_seed_corpus`).
+/// `fuzz/corpus/dhcp_server/seed-<name>` holds them (see `committed_seed_corpus_is_current` to regenerate them).
 fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use fuzz_check::{OP_CONFIG, OP_PACKET, OP_RELAYED, OP_REMOVE, OP_RESERVE, encode, ip, mac};
     use v4::MessageType as T;
@@ -1304,25 +1304,25 @@ fn seed_corpus_dir() -> std::path::PathBuf {
 
 #[test]
 fn committed_seed_corpus_is_current() {
+    // After changing fuzz_seeds: NANOVNF_WRITE_FUZZ_SEEDS=1 cargo test -p nanovnf-dhcp
+    // committed_seed_corpus, then commit the files.
+    let write = std::env::var_os("NANOVNF_WRITE_FUZZ_SEEDS").is_some();
+    let dir = seed_corpus_dir();
+    if write {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
     for (name, bytes) in fuzz_seeds() {
-        let path = seed_corpus_dir().join(std::format!("seed-{name}"));
+        let path = dir.join(std::format!("seed-{name}"));
+        if write {
+            std::fs::write(&path, &bytes).unwrap();
+        }
         let on_disk = std::fs::read(&path).unwrap_or_default();
         assert!(
             on_disk == bytes,
-            "{} is missing or stale: regenerate it with `cargo test -p nanovnf-dhcp \
-             write_fuzz_seed_corpus -- --ignored` and commit it (git add -f: the root \
+            "{} is missing or stale: regenerate it with `NANOVNF_WRITE_FUZZ_SEEDS=1 cargo test \
+             -p nanovnf-dhcp committed_seed_corpus` and commit it (git add -f: the root \
              .gitignore ignores /fuzz/corpus)",
             path.display()
         );
-    }
-}
-
-#[test]
-#[ignore = "writes fuzz/corpus/dhcp_server/seed-*; run after changing fuzz_seeds"]
-fn write_fuzz_seed_corpus() {
-    let dir = seed_corpus_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in fuzz_seeds() {
-        std::fs::write(dir.join(std::format!("seed-{name}")), bytes).unwrap();
     }
 }
