@@ -5,7 +5,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use nanovnf_kernel::arch::control::ControlPort;
+use nanovnf_kernel::arch::control::{self as control_port, ControlPort};
 use nanovnf_schema::control::{self, Counter, FrameReader, Op, Report, Request};
 
 /// Bytes read per poll before the NICs get their turn again.
@@ -27,6 +27,9 @@ pub struct Channel {
     pub malformed: u64,
     /// Reports the host did not take in time.
     pub unsent: u64,
+    /// The UART signalled input that has not all been read yet. Polls touch the UART only
+    /// then: each register read is an I/O exit, which must not be paid per packet.
+    pending: bool,
 }
 
 impl Channel {
@@ -42,6 +45,14 @@ impl Channel {
             generation,
             malformed: 0,
             unsent: 0,
+            pending: true, // whatever arrived before the interrupt was enabled
+        }
+    }
+
+    /// Notes the control UART's interrupt among the lines in `irqs` (bit n = IRQ n).
+    pub fn acknowledge(&mut self, irqs: u16) {
+        if irqs & (1 << control_port::IRQ) != 0 {
+            self.pending = true;
         }
     }
 
@@ -49,9 +60,9 @@ impl Channel {
         self.generation
     }
 
-    /// True when bytes wait to be read.
+    /// True when input was signalled and not yet all read.
     pub fn has_input(&self) -> bool {
-        self.port.as_ref().is_some_and(|p| p.has_input())
+        self.pending && self.port.is_some()
     }
 
     pub fn send(&mut self, report: &Report) {
@@ -64,10 +75,15 @@ impl Channel {
 
     /// Reads what arrived and answers every complete request: `Ping`, `SetGeneration`
     /// and `Counters` here, everything else through `engine`. Returns true when more bytes
-    /// are waiting (the caller should poll again soon).
+    /// may be waiting (the caller should poll again soon).
     pub fn serve(&mut self, engine: &mut dyn Engine) -> bool {
+        if !self.has_input() {
+            return false;
+        }
         for _ in 0..BYTES_PER_POLL {
             let Some(byte) = self.port.as_mut().and_then(|p| p.read_byte()) else {
+                // Drained: the next byte raises the interrupt again.
+                self.pending = false;
                 return false;
             };
             let Some(frame) = self.reader.push(byte) else {
@@ -102,7 +118,7 @@ impl Channel {
             };
             self.send(&report);
         }
-        self.has_input()
+        true
     }
 }
 

@@ -78,7 +78,8 @@ mod image {
         }
 
         fn acknowledge(&mut self, irqs: u16) {
-            // The control UART needs no acknowledgement: reading its bytes clears it.
+            // The control UART needs no device acknowledgement: reading its bytes clears it.
+            self.control.acknowledge(irqs);
             glue::acknowledge(core::iter::once(&mut self.state.nic), irqs);
         }
 
