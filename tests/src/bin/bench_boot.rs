@@ -569,11 +569,7 @@ fn write_json(
             .collect::<Vec<_>>(),
         "accelerators": accelerators,
     });
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(&report)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    nanovnf_tests::bench::write_json(path, &report)
 }
 
 #[cfg(test)]

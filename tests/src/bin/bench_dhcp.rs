@@ -329,15 +329,11 @@ fn run() -> anyhow::Result<bool> {
 
     print_report(&args, &results);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&to_json(&args, &results))? + "\n";
+        let report = to_json(&args, &results);
         if path.as_os_str() == "-" {
-            print!("{text}");
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            nanovnf_tests::bench::write_json(path, &report)?;
             println!("\nJSON written to {}", path.display());
         }
     }
