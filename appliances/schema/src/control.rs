@@ -5,6 +5,7 @@
 //! own (`Ready` after boot).
 
 use crate::dhcp::DhcpHost;
+use crate::metadata::MetadataInstance;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -35,6 +36,11 @@ pub enum Op {
     /// Makes `generation` the appliance's configuration generation (after a batch of
     /// changes).
     SetGeneration { generation: u64 },
+    /// Adds an instance to a metadata appliance or replaces the one with the same MAC
+    /// (a new floating IP, new user data).
+    MetadataUpsert(MetadataInstance),
+    /// Forgets the instance with this MAC: its requests get 404 from now on.
+    MetadataRemove { mac: [u8; 6] },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@ extern crate alloc;
 
 pub mod control;
 pub mod dhcp;
+pub mod metadata;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -87,6 +88,9 @@ pub enum Role {
     Ping,
     /// A DHCP server for one network (first NIC), like Neutron's dnsmasq.
     Dhcp(dhcp::DhcpRole),
+    /// The OpenStack and EC2 metadata service at 169.254.169.254 for one network (first
+    /// NIC), like Neutron's haproxy + metadata agent + Nova's API in one.
+    Metadata(metadata::MetadataRole),
 }
 
 /// Why a configuration blob was refused.
