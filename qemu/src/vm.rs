@@ -42,6 +42,8 @@ pub struct Vm {
     serial_log: PathBuf,
     qemu_log: PathBuf,
     pub(crate) control_socket: Option<PathBuf>,
+    /// Set by [`Vm::detach`]: dropping the handle leaves QEMU running.
+    detached: bool,
 }
 
 impl Vm {
@@ -67,6 +69,7 @@ impl Vm {
             serial_log,
             qemu_log,
             control_socket: None,
+            detached: false,
         }
     }
 
@@ -175,6 +178,15 @@ impl Vm {
             }
             std::thread::sleep(POLL_INTERVAL.min(deadline - now));
         }
+    }
+
+    /// Lets QEMU outlive this handle: the VM keeps running when the handle is dropped, and
+    /// whoever holds its pid (the manager's state) owns it from now on. QEMU stays this
+    /// process's child until it exits or this process does, so a long-lived caller must
+    /// reap it (`waitpid`). Returns the pid.
+    pub fn detach(mut self) -> u32 {
+        self.detached = true;
+        self.pid
     }
 
     /// Kills QEMU's whole process group with SIGKILL and reaps QEMU. Does nothing once QEMU
@@ -291,7 +303,9 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        self.kill();
+        if !self.detached {
+            self.kill();
+        }
     }
 }
 

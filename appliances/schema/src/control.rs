@@ -38,7 +38,7 @@ pub enum Op {
     SetGeneration { generation: u64 },
     /// Adds an instance to a metadata appliance or replaces the one with the same MAC
     /// (a new floating IP, new user data).
-    MetadataUpsert(MetadataInstance),
+    MetadataUpsert(alloc::boxed::Box<MetadataInstance>),
     /// Forgets the instance with this MAC: its requests get 404 from now on.
     MetadataRemove { mac: [u8; 6] },
 }
