@@ -17,7 +17,9 @@ const PIC2_DATA: u16 = 0xA1;
 const PIC_EOI: u8 = 0x20;
 /// First vector of the remapped PIC.
 pub const IRQ_BASE: u8 = 32;
-const VECTORS: usize = 48;
+/// The local APIC timer's vector (after the PIC's 32–47).
+pub const LAPIC_TIMER_VECTOR: u8 = 48;
+const VECTORS: usize = 49;
 
 core::arch::global_asm!(
     r#"
@@ -41,7 +43,7 @@ isr_\n:
     .irp n, 8,10,11,12,13,14,17,21,29,30
     ISR_ERR \n
     .endr
-    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48
     ISR_NOERR \n
     .endr
 
@@ -74,7 +76,7 @@ isr_common:
     .p2align 3
     .global nanovnf_isr_table
 nanovnf_isr_table:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48
     .quad isr_\n
     .endr
 "#,
@@ -259,6 +261,13 @@ extern "C" fn nanovnf_interrupt_dispatch(frame: &TrapFrame) {
         // SAFETY: reading CR2 has no side effects.
         unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
         crate::arch::fatal_exception(vector, frame.error_code, frame.rip, cr2);
+    }
+    if vector == LAPIC_TIMER_VECTOR {
+        // The deadline timer, delivered by the local APIC: it needs the APIC's EOI, and
+        // reads as IRQ 0 (the timer) to the event loop.
+        super::timer::lapic_end_of_interrupt();
+        PENDING.fetch_or(1, Ordering::AcqRel);
+        return;
     }
     let irq = vector - IRQ_BASE;
     if is_spurious(irq) {

@@ -1,5 +1,7 @@
-//! The clock (TSC, scaled by kvmclock or a PIT calibration) and the one-shot deadline timer
-//! (PIT channel 0, IRQ 0).
+//! The clock (TSC, scaled by kvmclock or a PIT calibration) and the one-shot deadline timer:
+//! the local APIC timer (up to about a minute per shot, so an idle appliance with a far
+//! deadline sleeps instead of waking every 55 ms), or PIT channel 0 (IRQ 0, at most
+//! 54.9 ms per shot) where the APIC timer does not count.
 
 use super::io::{inb, outb};
 use crate::clock::{TscScale, pit_counts_for, tsc_hz_from_pit};
@@ -137,12 +139,98 @@ pub fn init() -> ClockSource {
         ),
     };
     MULT.store(scale.mult, Ordering::Relaxed);
+    stop_pit();
     source
 }
 
-/// Arms PIT channel 0 to raise IRQ 0 after `ns` (at most ~54.9 ms; callers re-arm for longer
-/// deadlines).
+/// Leaves PIT channel 0 in one-shot mode. From reset (square wave) or the calibration
+/// (rate generator) it would tick every 54.9 ms forever: even with IRQ 0 masked, QEMU runs
+/// a host timer for every tick, which is most of what an idle appliance costs the host.
+fn stop_pit() {
+    // SAFETY: PIT channel 0, mode 0, lobyte/hibyte count 0 (65536): one terminal count
+    // 54.9 ms from now, then no further transitions until `arm_oneshot` re-programs it.
+    unsafe {
+        outb(0x43, 0x30);
+        outb(0x40, 0);
+        outb(0x40, 0);
+    }
+}
+
+const LAPIC_BASE: u64 = 0xFEE0_0000;
+const LAPIC_EOI: u64 = 0xB0;
+const LAPIC_LVT_TIMER: u64 = 0x320;
+const LAPIC_INITIAL_COUNT: u64 = 0x380;
+const LAPIC_CURRENT_COUNT: u64 = 0x390;
+const LAPIC_DIVIDE: u64 = 0x3E0;
+/// Divide configuration 0b0011: the timer counts at the APIC bus clock / 16.
+const DIVIDE_BY_16: u32 = 0b0011;
+const LVT_MASKED: u32 = 1 << 16;
+/// How long the calibration watches the APIC timer against the TSC.
+const CALIBRATION_NS: u64 = 200_000;
+
+/// The APIC timer's counting rate in Hz once calibrated; 1 = calibration found it not
+/// counting (use the PIT); 0 = not calibrated yet.
+static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
+
+fn lapic_write(reg: u64, value: u32) {
+    // SAFETY: a local APIC register, identity-mapped uncached by the boot page tables; a
+    // 32-bit aligned write as the APIC requires.
+    unsafe { core::ptr::write_volatile((LAPIC_BASE + reg) as *mut u32, value) }
+}
+
+fn lapic_read(reg: u64) -> u32 {
+    // SAFETY: as in `lapic_write`, a 32-bit aligned read of an APIC register.
+    unsafe { core::ptr::read_volatile((LAPIC_BASE + reg) as *const u32) }
+}
+
+/// Acknowledges the APIC timer's interrupt.
+pub fn lapic_end_of_interrupt() {
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// Measures the APIC timer against the (already calibrated) TSC, once.
+fn lapic_hz() -> u64 {
+    match LAPIC_HZ.load(Ordering::Relaxed) {
+        0 => {}
+        hz => return hz,
+    }
+    lapic_write(LAPIC_DIVIDE, DIVIDE_BY_16);
+    lapic_write(
+        LAPIC_LVT_TIMER,
+        LVT_MASKED | u32::from(super::interrupts::LAPIC_TIMER_VECTOR),
+    );
+    lapic_write(LAPIC_INITIAL_COUNT, u32::MAX);
+    let t0 = now_ns();
+    while now_ns() - t0 < CALIBRATION_NS {
+        core::hint::spin_loop();
+    }
+    let counted = u64::from(u32::MAX - lapic_read(LAPIC_CURRENT_COUNT));
+    let elapsed = now_ns() - t0;
+    lapic_write(LAPIC_INITIAL_COUNT, 0);
+    let hz = if counted == 0 {
+        1
+    } else {
+        (counted * 1_000_000_000 / elapsed.max(1)).max(2)
+    };
+    LAPIC_HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+/// Arms the deadline timer to raise its interrupt after `ns` (the APIC timer: up to
+/// 2^32 counts, about a minute; the PIT: ~54.9 ms). Callers re-arm for longer deadlines.
 pub fn arm_oneshot(ns: u64) {
+    let hz = lapic_hz();
+    if hz > 1 {
+        let counts =
+            (u128::from(ns) * u128::from(hz) / 1_000_000_000).clamp(1, u128::from(u32::MAX));
+        // One-shot mode, unmasked; writing the initial count starts it.
+        lapic_write(
+            LAPIC_LVT_TIMER,
+            u32::from(super::interrupts::LAPIC_TIMER_VECTOR),
+        );
+        lapic_write(LAPIC_INITIAL_COUNT, counts as u32);
+        return;
+    }
     let counts = pit_counts_for(ns);
     // SAFETY: programs PIT channel 0 in mode 0 (interrupt on terminal count), lobyte/hibyte.
     unsafe {
