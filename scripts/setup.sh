@@ -15,6 +15,12 @@ packages=(
   iperf3            # throughput benchmarks
   tcpdump           # captures in tests
   dnsmasq-base      # dnsmasq as Neutron runs it: the DHCP benchmark's baseline (no service)
+  bind9-dnsutils    # dig: DNS queries from instance namespaces in tests
+  dnsperf           # DNS load generator of the DNS benchmark
+  curl              # fetches the metadata tree from instance namespaces
+  cloud-init        # cloud-init's own metadata readers (its Python modules; no service runs)
+  wrk               # HTTP load for the metadata benchmark
+  haproxy           # Neutron's metadata proxy: the metadata benchmark's baseline (no service)
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -150,6 +150,7 @@ pub fn dhcp_config(
                 metadata_ip: net.metadata_ip,
             }],
             hosts,
+            upstream_resolvers: Vec::new(),
         }),
     }
 }
@@ -162,7 +163,18 @@ pub fn boot_dhcp(
     net: &DhcpNet,
     hosts: Vec<nanovnf_schema::dhcp::DhcpHost>,
 ) -> anyhow::Result<Vm> {
-    let config = nanovnf_schema::encode(&dhcp_config(name, nic, net, hosts));
+    boot_dhcp_config(world, name, nic, &dhcp_config(name, nic, net, hosts))
+}
+
+/// Boots a DHCP appliance from a boot configuration (say [`dhcp_config`] with upstream
+/// resolvers added) with a control channel, and waits for `READY`.
+pub fn boot_dhcp_config(
+    world: &World,
+    name: &str,
+    nic: &TestNic,
+    config: &BootConfig,
+) -> anyhow::Result<Vm> {
+    let config = nanovnf_schema::encode(config);
     let spec = spec(world, name, "dhcp", std::slice::from_ref(nic))?
         .memory_mib(8)
         .control(true)

@@ -25,6 +25,7 @@ pub mod dhcpload;
 mod echo;
 mod env;
 mod frames;
+pub mod metadata;
 mod netns;
 mod raw;
 mod world;

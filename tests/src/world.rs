@@ -156,6 +156,12 @@ impl World {
         Ok(name)
     }
 
+    /// Lets instances join `bridge`, a bridge someone else (the manager under test) made in
+    /// the host namespace; it goes away with the namespace.
+    pub fn adopt_bridge(&mut self, bridge: &str) {
+        self.bridges.push(bridge.to_owned());
+    }
+
     /// Adds a bridge (STP off, no forwarding delay) in the host namespace and sets it up.
     pub fn add_bridge(&mut self, short: &str, mtu: u16) -> anyhow::Result<String> {
         let name = self.claim_host_link(short)?;
@@ -255,6 +261,52 @@ impl World {
             addr,
             host_port,
         })
+    }
+
+    /// Joins instance namespace `ns` (one of this world's) to another `bridge` through a
+    /// further veth pair named `<prefix>-<short>` at both ends, e.g. to make the
+    /// instance a router between two bridges. `addr` as for [`World::add_instance`].
+    pub fn add_interface(
+        &mut self,
+        ns: &str,
+        short: &str,
+        bridge: &str,
+        addr: Option<&str>,
+        mtu: u16,
+    ) -> anyhow::Result<String> {
+        self.check_ns(ns)?;
+        if ns == self.host_ns {
+            bail!("add_interface joins an instance namespace, not the host namespace");
+        }
+        self.check_bridge(bridge)?;
+        let addr = addr.map(parse_cidr).transpose()?;
+        let host_port = self.claim_host_link(short)?;
+        let mtu_s = mtu.to_string();
+        self.ip(
+            &self.host_ns,
+            &[
+                "link", "add", "name", &host_port, "mtu", &mtu_s, "type", "veth", "peer", "name",
+                &host_port, "netns", ns,
+            ],
+        )?;
+        self.ip(
+            &self.host_ns,
+            &["link", "set", "dev", &host_port, "master", bridge, "up"],
+        )?;
+        let mac_s = mac_to_string(self.next_default_mac());
+        self.ip(
+            ns,
+            &[
+                "link", "set", "dev", &host_port, "address", &mac_s, "mtu", &mtu_s, "up",
+            ],
+        )?;
+        if let Some((ip, len)) = addr {
+            self.ip(
+                ns,
+                &["addr", "add", &format!("{ip}/{len}"), "dev", &host_port],
+            )?;
+        }
+        Ok(host_port)
     }
 
     /// Runs `argv` inside `ns` (one of this world's namespaces) via `ip netns exec`, with

@@ -27,7 +27,7 @@ mod validate;
 use std::path::Path;
 
 pub use model::{
-    Appliance, ApplianceKind, DhcpConfig, ExternalGateway, FloatingIp, Instance, METADATA_IP,
+    Appliance, ApplianceKind, DhcpConfig, Dns, ExternalGateway, FloatingIp, Instance, METADATA_IP,
     Network, Pool, Port, Reservation, Route, Router, RouterNic, Segment, Subnet, SubnetAddr,
     Topology, Underlay, VxlanGateway,
 };

@@ -16,6 +16,8 @@ pub struct Topology {
     /// `[physical_networks]`: physical network name → existing host interface.
     pub physical_networks: BTreeMap<String, String>,
     pub underlay: Option<Underlay>,
+    /// `[dns]`: host-wide DNS settings of the DHCP appliances.
+    pub dns: Dns,
     pub networks: Vec<Network>,
     pub subnets: Vec<Subnet>,
     pub ports: Vec<Port>,
@@ -69,6 +71,14 @@ pub struct Underlay {
     pub udp_port: u16,
     /// The bridge joining `interface` to the VXLAN gateways' underlay NICs.
     pub bridge: String,
+}
+
+/// `[dns]`, as Neutron's `dnsmasq_dns_servers` in dhcp_agent.ini.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dns {
+    /// Where every DHCP appliance forwards names outside its network's domains, tried in
+    /// order; empty (the default) = such names are REFUSED (dnsmasq's `--no-resolv`).
+    pub upstream_resolvers: Vec<Ipv4Addr>,
 }
 
 /// A network: one Linux bridge.

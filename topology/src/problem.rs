@@ -10,6 +10,7 @@ use std::ops::Range;
 pub enum ResourceKind {
     PhysicalNetworks,
     Underlay,
+    Dns,
     Network,
     Subnet,
     Port,
@@ -23,6 +24,7 @@ impl ResourceKind {
         match self {
             ResourceKind::PhysicalNetworks => "physical_networks",
             ResourceKind::Underlay => "underlay",
+            ResourceKind::Dns => "dns",
             ResourceKind::Network => "network",
             ResourceKind::Subnet => "subnet",
             ResourceKind::Port => "port",

@@ -69,6 +69,13 @@ pub(crate) struct RawUnderlay {
     pub udp_port: Option<S<i64>>,
 }
 
+/// `[dns]`: the host's DNS settings for every DHCP appliance (Neutron's dhcp_agent.ini).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub upstream_resolvers: Option<S<Vec<S<Text<Ipv4Addr>>>>>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum SegmentType {
@@ -192,6 +199,7 @@ pub(crate) struct Entry<T> {
 pub(crate) struct RawTopology {
     pub physical_networks: BTreeMap<String, S<String>>,
     pub underlay: Option<Entry<RawUnderlay>>,
+    pub dns: Option<Entry<RawDns>>,
     pub networks: Vec<Entry<RawNetwork>>,
     pub subnets: Vec<Entry<RawSubnet>>,
     pub ports: Vec<Entry<RawPort>>,
@@ -207,9 +215,10 @@ impl RawTopology {
     }
 }
 
-const TOP_LEVEL: [(&str, ResourceKind); 7] = [
+const TOP_LEVEL: [(&str, ResourceKind); 8] = [
     ("physical_networks", ResourceKind::PhysicalNetworks),
     ("underlay", ResourceKind::Underlay),
+    ("dns", ResourceKind::Dns),
     ("network", ResourceKind::Network),
     ("subnet", ResourceKind::Subnet),
     ("port", ResourceKind::Port),
@@ -263,6 +272,13 @@ pub(crate) fn parse(text: &str, report: &mut Report) -> RawTopology {
                 out.underlay = deserialize(value, &header, &Res::unnamed(kind), report)
                     .map(|raw| Entry { header, raw });
             }
+            ResourceKind::Dns => {
+                let Some((header, value)) = single_table(item, &key_span, kind, report) else {
+                    continue;
+                };
+                out.dns = deserialize(value, &header, &Res::unnamed(kind), report)
+                    .map(|raw| Entry { header, raw });
+            }
             ResourceKind::Network => {
                 out.networks = resources(item, &key_span, kind, &mut out.broken, report)
             }
@@ -283,7 +299,7 @@ pub(crate) fn parse(text: &str, report: &mut Report) -> RawTopology {
     out
 }
 
-/// `[physical_networks]` / `[underlay]`: one table (standard or inline).
+/// `[physical_networks]` / `[underlay]` / `[dns]`: one table (standard or inline).
 fn single_table(
     item: &Item,
     key_span: &Range<usize>,

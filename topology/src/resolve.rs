@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use crate::alloc::{Allocation, allocate, is_dhcp};
 use crate::model::{
-    Appliance, ApplianceKind, DhcpConfig, ExternalGateway, FloatingIp, Instance, Network, Port,
-    Reservation, Route, Router, RouterNic, Segment, Subnet, SubnetAddr, Topology, Underlay,
+    Appliance, ApplianceKind, DhcpConfig, Dns, ExternalGateway, FloatingIp, Instance, Network,
+    Port, Reservation, Route, Router, RouterNic, Segment, Subnet, SubnetAddr, Topology, Underlay,
     VxlanGateway,
 };
 use crate::names::{LinkKind, link_name, stable_mac, stable_uuid};
@@ -110,6 +110,14 @@ pub(crate) fn resolve(raw: &RawTopology, plan: &Plan, salt: &str, report: &mut R
             .map(|(k, v)| (k.clone(), v.get_ref().clone()))
             .collect(),
         underlay,
+        dns: Dns {
+            upstream_resolvers: raw
+                .dns
+                .as_ref()
+                .and_then(|d| d.raw.upstream_resolvers.as_ref())
+                .map(|l| l.get_ref().iter().map(val).collect())
+                .unwrap_or_default(),
+        },
         networks,
         subnets,
         ports,

@@ -385,6 +385,24 @@ port = "first"
 }
 
 #[test]
+fn upstream_resolvers_are_host_wide_and_default_to_none() {
+    let t = parse_ok("[[network]]\nname = \"n\"\n");
+    assert!(t.dns.upstream_resolvers.is_empty());
+    let t = parse_ok(
+        "[dns]\nupstream_resolvers = [\"192.0.2.53\", \"198.51.100.53\"]\n\
+         [[network]]\nname = \"n\"\n",
+    );
+    assert_eq!(
+        t.dns.upstream_resolvers,
+        [ip("192.0.2.53"), ip("198.51.100.53")]
+    );
+    // An empty table, and the inline spelling.
+    assert!(parse_ok("[dns]\n").dns.upstream_resolvers.is_empty());
+    let t = parse_ok("dns = { upstream_resolvers = [\"192.0.2.1\"] }\n");
+    assert_eq!(t.dns.upstream_resolvers, [ip("192.0.2.1")]);
+}
+
+#[test]
 fn default_pool_is_split_around_the_gateway() {
     let t = parse_ok(
         r#"

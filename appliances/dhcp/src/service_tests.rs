@@ -58,6 +58,7 @@ fn service() -> Service {
             host(VM1, [192, 168, 1, 11], "vm1"),
             host(VM2, [192, 168, 2, 22], "vm2"),
         ],
+        upstream_resolvers: vec![],
     };
     let mut s = Service::new(&role, OUR_MAC, 1450).unwrap();
     s.set_time(100);
@@ -340,6 +341,7 @@ fn a_role_with_a_stray_host_is_refused() {
     let role = DhcpRole {
         subnets: vec![subnet(1)],
         hosts: vec![host(VM1, [172, 16, 0, 9], "x")],
+        upstream_resolvers: vec![],
     };
     assert!(matches!(
         Service::new(&role, OUR_MAC, 1500),
@@ -348,6 +350,7 @@ fn a_role_with_a_stray_host_is_refused() {
     let empty = DhcpRole {
         subnets: vec![],
         hosts: vec![],
+        upstream_resolvers: vec![],
     };
     assert!(matches!(
         Service::new(&empty, OUR_MAC, 1500),

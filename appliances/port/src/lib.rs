@@ -47,7 +47,9 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub const LIMIT: usize = 64;
+    /// Twice the RX ring (128): one poll may take a reply's worth of frames from every RX
+    /// buffer (a burst of DNS queries) while the 64-entry TX ring drains.
+    pub const LIMIT: usize = 256;
 
     /// A zeroed buffer of `len` bytes that will be sent, or `None` when full.
     pub fn push(&mut self, len: usize) -> Option<&mut [u8]> {
@@ -140,15 +142,27 @@ impl Port {
     ) -> Option<Instant> {
         let mut storage: [SocketStorage<'_>; 0] = [];
         let mut sockets = SocketSet::new(&mut storage[..]);
+        self.poll_sockets(device, now, detour, &mut sockets)
+    }
+
+    /// Like [`Port::poll_with`], serving the appliance's own smoltcp `sockets` too (a
+    /// metadata service's TCP listeners).
+    pub fn poll_sockets<D: Device>(
+        &mut self,
+        device: &mut D,
+        now: Instant,
+        detour: &mut dyn Detour,
+        sockets: &mut SocketSet<'_>,
+    ) -> Option<Instant> {
         let hw = self.iface.hardware_addr();
         let mut filtered = Filtered::new(device, hw, &mut self.drops, detour, &mut self.outbox);
-        self.iface.poll(now, &mut filtered, &mut sockets);
+        self.iface.poll(now, &mut filtered, sockets);
         self.outbox.send(device, now);
         if !self.outbox.is_empty() {
             // Frames wait for TX room: poll again as soon as possible.
             return Some(now);
         }
-        self.iface.poll_at(now, &sockets)
+        self.iface.poll_at(now, sockets)
     }
 
     /// The MAC address this port answers for.
@@ -160,6 +174,21 @@ impl Port {
     /// Frames the detour could not queue because the outbox was full.
     pub fn outbox_overflows(&self) -> u64 {
         self.outbox.overflows
+    }
+
+    /// The detour's outbox, for frames an engine produces outside [`Detour::take`] (a
+    /// forwarded DNS answer, say); they leave at the next poll.
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// Routes everything off-link via `gateway` (how a DNS forwarder reaches upstream
+    /// resolvers). False if the route table is full.
+    pub fn set_default_gateway(&mut self, gateway: core::net::Ipv4Addr) -> bool {
+        self.iface
+            .routes_mut()
+            .add_default_ipv4_route(gateway)
+            .is_ok()
     }
 }
 

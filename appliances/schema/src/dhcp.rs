@@ -14,6 +14,10 @@ pub struct DhcpRole {
     pub subnets: Vec<DhcpSubnet>,
     /// Reservations of every subnet; each belongs to the subnet containing its address.
     pub hosts: Vec<DhcpHost>,
+    /// Where the appliance's DNS server forwards names outside the network's domains,
+    /// tried in order (the host's `[dns] upstream_resolvers`, as Neutron's
+    /// `dnsmasq_dns_servers`); empty = such names are REFUSED.
+    pub upstream_resolvers: Vec<Ipv4Addr>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -26,8 +26,10 @@ pub const MAGIC: [u8; 4] = *b"NVC1";
 /// Envelope: magic (4) + payload length (u32 LE) + CRC-32 of the payload (u32 LE).
 pub const HEADER_LEN: usize = 12;
 
-/// Upper bound on an accepted blob; anything larger is refused before allocation.
-pub const MAX_BLOB_LEN: usize = 4 << 20;
+/// Upper bound on an accepted blob; anything larger is refused before allocation. A
+/// metadata appliance's full network (250 instances with 64 KiB of user data each, keys
+/// and names besides) encodes to about 17 MiB.
+pub const MAX_BLOB_LEN: usize = 24 << 20;
 
 /// Everything an appliance needs to start serving.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

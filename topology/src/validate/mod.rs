@@ -59,6 +59,7 @@ pub(crate) fn check(raw: &RawTopology, base_dir: &Path, report: &mut Report) -> 
     };
     unique_names(&raw.routers, ResourceKind::Router, |r| &r.name, report);
     network::check_host(raw, report);
+    network::check_dns(raw, report);
     network::check(raw, report);
     subnet::check(raw, &mut plan, report);
     port::check(raw, &mut plan, base_dir, report);

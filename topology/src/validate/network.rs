@@ -1,6 +1,6 @@
-//! Rules for `[physical_networks]`, `[underlay]` and `[[network]]`: interface names, MTUs
-//! and segments (physical network references, VLAN ids, VNIs, VTEPs), including the
-//! segments two networks may not share.
+//! Rules for `[physical_networks]`, `[underlay]`, `[dns]` and `[[network]]`: interface
+//! names, MTUs, upstream resolvers and segments (physical network references, VLAN ids,
+//! VNIs, VTEPs), including the segments two networks may not share.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -55,6 +55,49 @@ pub(super) fn check_host(raw: &RawTopology, report: &mut Report) {
         if let Some(port) = &u.raw.udp_port {
             in_range(port, "udp_port", 1, 65535, &res, report);
         }
+    }
+}
+
+/// At most this many upstream resolvers (Neutron's `max_dns_nameservers` default).
+pub(crate) const MAX_UPSTREAM_RESOLVERS: usize = 5;
+
+/// `[dns]`: upstream resolvers are distinct unicast addresses an appliance can reach (not
+/// 0.0.0.0, loopback, broadcast or multicast), at most five.
+pub(super) fn check_dns(raw: &RawTopology, report: &mut Report) {
+    let Some(dns) = &raw.dns else { return };
+    let res = Res::unnamed(ResourceKind::Dns);
+    let Some(list) = &dns.raw.upstream_resolvers else {
+        return;
+    };
+    if list.get_ref().len() > MAX_UPSTREAM_RESOLVERS {
+        report.at(
+            &list.span(),
+            Some(&res),
+            format!(
+                "upstream_resolvers lists {} addresses, at most {MAX_UPSTREAM_RESOLVERS} are allowed",
+                list.get_ref().len()
+            ),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in list.get_ref() {
+        let ip = val(entry);
+        let why = if ip.is_unspecified() {
+            "is unspecified"
+        } else if ip.is_loopback() {
+            "is a loopback address (the appliance's own, not the host's)"
+        } else if ip.is_broadcast() || ip.is_multicast() {
+            "is not a unicast address"
+        } else if !seen.insert(ip) {
+            "is listed twice"
+        } else {
+            continue;
+        };
+        report.at(
+            &entry.span(),
+            Some(&res),
+            format!("upstream_resolvers: {ip} {why}"),
+        );
     }
 }
 
