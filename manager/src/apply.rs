@@ -79,6 +79,7 @@ impl Manager {
     pub fn up(&mut self, file: &str, plan: &Plan) -> anyhow::Result<Outcome> {
         let mut outcome = Outcome::default();
         self.check_host(plan)?;
+        self.stop_strays()?;
         // Appliances the new plan no longer runs (or runs differently: rebooted below).
         for record in self.state.appliances()? {
             if plan
@@ -116,6 +117,22 @@ impl Manager {
         Ok(outcome)
     }
 
+    /// Stops QEMUs of this state directory that no record names (started by a manager
+    /// killed before it could record them).
+    fn stop_strays(&mut self) -> anyhow::Result<()> {
+        let known: Vec<u32> = self
+            .state
+            .appliances()?
+            .iter()
+            .filter_map(|a| a.pid)
+            .collect();
+        for (pid, start_time) in process::strays(&self.state.run_dir(), &known) {
+            eprintln!("stopping unrecorded appliance QEMU pid {pid} (left by a killed manager)");
+            process::stop(pid, start_time, STOP_GRACE);
+        }
+        Ok(())
+    }
+
     /// Refuses before changing anything when the host lacks what the plan needs.
     fn check_host(&self, plan: &Plan) -> anyhow::Result<()> {
         let links = self.netlink.links()?;
@@ -138,6 +155,13 @@ impl Manager {
                     }
                 }
                 LinkKind::Vlan { parent, .. } => {
+                    if existing.is_none() && !crate::netlink::vlan_supported() {
+                        bail!(
+                            "network {:?} has a vlan segment, but this kernel has no 802.1Q \
+                             VLAN support (no 8021q module, no /proc/net/vlan)",
+                            link.network
+                        );
+                    }
                     if !links.iter().any(|l| &l.name == parent) {
                         bail!(
                             "network {:?} needs host interface {parent} for its VLAN, which \

@@ -162,6 +162,21 @@ impl Netlink {
     }
 }
 
+/// True when this kernel can make VLAN links: 8021q is loaded (or built in), or its
+/// module is there for the kernel to load on demand.
+pub fn vlan_supported() -> bool {
+    if std::path::Path::new("/proc/net/vlan").exists() {
+        return true;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    std::path::Path::new("/lib/modules")
+        .join(release.trim())
+        .join("kernel/net/8021q")
+        .is_dir()
+}
+
 fn link_of(message: &LinkMessage) -> Link {
     let mut link = Link {
         index: message.header.index,

@@ -47,11 +47,17 @@ impl ApplianceKind {
         nanovnf_build_images::IMAGES.contains(&self.image())
     }
 
-    /// Guest RAM: the metadata appliance holds every instance's user data.
+    /// Guest RAM in MiB. The metadata appliance holds every instance's user data: 16 MiB
+    /// plus twice its encoded configuration (decoded copy and answers), which fits a full
+    /// network (250 instances × 64 KiB) in 48 MiB; the others need 4.
     pub fn memory_mib(self, config_len: usize) -> u32 {
-        let base = 4u32;
-        let extra = u32::try_from(config_len.saturating_mul(3) >> 20).unwrap_or(u32::MAX);
-        base.saturating_add(extra)
+        match self {
+            ApplianceKind::Metadata => {
+                let extra = (config_len.saturating_mul(2)).div_ceil(1 << 20);
+                16u32.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
+            }
+            _ => 4,
+        }
     }
 }
 
@@ -418,7 +424,11 @@ fn dhcp_config(t: &Topology, n: &topo::Network, a: &topo::Appliance) -> BootConf
         name: format!("dhcp-{}", n.name),
         log_level: LogLevel::Info,
         nics: vec![nic(t, n, a)],
-        role: Role::Dhcp(DhcpRole { subnets, hosts }),
+        role: Role::Dhcp(DhcpRole {
+            subnets,
+            hosts,
+            upstream_resolvers: t.dns.upstream_resolvers.clone(),
+        }),
     }
 }
 

@@ -58,6 +58,27 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// QEMU processes started for this state directory (their control socket lies in
+/// `run_dir`) whose pid is not in `known`: VMs a killed manager started but did not live to
+/// record. Returns (pid, start time).
+pub fn strays(run_dir: &std::path::Path, known: &[u32]) -> Vec<(u32, u64)> {
+    let needle = format!("path={}/", run_dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| !known.contains(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|&b| b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(&needle))
+            })
+        })
+        .filter_map(|pid| Some((pid, start_time(pid)?)))
+        .collect()
+}
+
 /// Reaps every exited child (appliances this manager started), so none stays a zombie.
 pub fn reap_children() {
     loop {
