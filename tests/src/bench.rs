@@ -97,6 +97,44 @@ pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// The `--flag value` pairs of a benchmark's command line, in order; `-h`/`--help`
+/// prints `usage` and exits.
+pub fn flags(
+    mut args: impl Iterator<Item = String>,
+    usage: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value\n{usage}"))?;
+        pairs.push((flag, value));
+    }
+    Ok(pairs)
+}
+
+/// `value` of `flag` as a positive integer.
+pub fn positive(flag: &str, value: &str) -> anyhow::Result<usize> {
+    value
+        .parse()
+        .ok()
+        .filter(|&n: &usize| n > 0)
+        .ok_or_else(|| anyhow::anyhow!("{flag} {value:?}: need a positive integer"))
+}
+
+/// A `--targets a,b` list, each one of `known`.
+pub fn targets(value: &str, known: &[&str]) -> anyhow::Result<Vec<String>> {
+    let targets: Vec<String> = value.split(',').map(str::to_owned).collect();
+    if let Some(bad) = targets.iter().find(|t| !known.contains(&t.as_str())) {
+        anyhow::bail!("--targets: unknown {bad:?}; known: {}", known.join(", "));
+    }
+    Ok(targets)
+}
+
 /// Writes `report` as pretty JSON to `path`, creating its directory.
 pub fn write_json(path: &std::path::Path, report: &Value) -> anyhow::Result<()> {
     use anyhow::Context;

@@ -257,7 +257,7 @@ base = "http://169.254.169.254"
 reader = openstack.MetadataReader(base, timeout=10, retries=3)
 res = reader.read_v2()
 md = res["metadata"]
-net = openstack.convert_net_json(res.get("networkdata"), known_macs={sys.argv[1]: "eth0"})
+net = openstack.convert_net_json(res.get("networkdata"), known_macs={sys.argv[1]: sys.argv[2]})
 ec2md = ec2.get_instance_metadata(api_version="2009-04-04", metadata_address=base, timeout=10, retries=3)
 ec2ud = ec2.get_instance_userdata(api_version="2009-04-04", metadata_address=base, timeout=10, retries=3)
 print(json.dumps({
@@ -282,7 +282,11 @@ print(json.dumps({
 /// Runs [`CLOUD_INIT_READER`] in `inst`; the parsed JSON.
 pub fn cloud_init_read(world: &World, inst: &Instance) -> anyhow::Result<serde_json::Value> {
     let mac = crate::mac_to_string(inst.mac);
-    let out = world.exec(&inst.ns, &[SYSTEM_PYTHON, "-c", CLOUD_INIT_READER, &mac])?;
+    // cloud-init names the link in its network config after the instance's own interface.
+    let out = world.exec(
+        &inst.ns,
+        &[SYSTEM_PYTHON, "-c", CLOUD_INIT_READER, &mac, &inst.ifname],
+    )?;
     if !out.status.success() {
         bail!(
             "cloud-init reader in {} failed ({}): {}",

@@ -1297,32 +1297,10 @@ fn fuzz_body_holds_on_seeds_and_mutations() {
     }
 }
 
-/// Where the fuzzer's seed corpus lives.
-fn seed_corpus_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/dhcp_server")
-}
+#[path = "../../../fuzz/seed_corpus.rs"]
+mod seed_corpus;
 
 #[test]
 fn committed_seed_corpus_is_current() {
-    // After changing fuzz_seeds: NANOVNF_WRITE_FUZZ_SEEDS=1 cargo test -p nanovnf-dhcp
-    // committed_seed_corpus, then commit the files.
-    let write = std::env::var_os("NANOVNF_WRITE_FUZZ_SEEDS").is_some();
-    let dir = seed_corpus_dir();
-    if write {
-        std::fs::create_dir_all(&dir).unwrap();
-    }
-    for (name, bytes) in fuzz_seeds() {
-        let path = dir.join(std::format!("seed-{name}"));
-        if write {
-            std::fs::write(&path, &bytes).unwrap();
-        }
-        let on_disk = std::fs::read(&path).unwrap_or_default();
-        assert!(
-            on_disk == bytes,
-            "{} is missing or stale: regenerate it with `NANOVNF_WRITE_FUZZ_SEEDS=1 cargo test \
-             -p nanovnf-dhcp committed_seed_corpus` and commit it (git add -f: the root \
-             .gitignore ignores /fuzz/corpus)",
-            path.display()
-        );
-    }
+    seed_corpus::check("dhcp_server", "nanovnf-dhcp", &fuzz_seeds());
 }

@@ -20,12 +20,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use nanovnf_qemu::Accel;
 use nanovnf_schema::control::Op;
 use nanovnf_schema::dhcp::DhcpHost;
 use nanovnf_tests::World;
-use nanovnf_tests::bench::ms;
+use nanovnf_tests::bench::{self, ms};
 use nanovnf_tests::dhcp_appliance_target::ApplianceTarget;
 use nanovnf_tests::dhcpload::{
     DhcpNet, DhcpTarget, DnsmasqTarget, DoraOptions, DoraReport, Generator, LatencyOptions,
@@ -81,7 +81,7 @@ struct Args {
 }
 
 impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         let mut parsed = Args {
             targets: KNOWN_TARGETS.iter().map(|s| s.to_string()).collect(),
             reservations: 1000,
@@ -91,39 +91,14 @@ impl Args {
             reps: 1,
             json: None,
         };
-        while let Some(flag) = args.next() {
-            if flag == "-h" || flag == "--help" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = args
-                .next()
-                .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))?;
-            let positive = |v: &str| -> anyhow::Result<usize> {
-                v.parse()
-                    .ok()
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or_else(|| anyhow!("{flag} {v:?}: need a positive integer"))
-            };
+        for (flag, value) in bench::flags(args, USAGE)? {
             match flag.as_str() {
-                "--targets" => {
-                    parsed.targets = value.split(',').map(str::to_owned).collect();
-                    if let Some(bad) = parsed
-                        .targets
-                        .iter()
-                        .find(|t| !KNOWN_TARGETS.contains(&t.as_str()))
-                    {
-                        bail!(
-                            "--targets: unknown {bad:?}; known: {}",
-                            KNOWN_TARGETS.join(", ")
-                        );
-                    }
-                }
-                "--reservations" => parsed.reservations = positive(&value)?,
-                "--rounds" => parsed.rounds = positive(&value)?,
-                "--window" => parsed.window = positive(&value)?,
-                "--samples" => parsed.samples = positive(&value)?,
-                "--reps" => parsed.reps = positive(&value)?,
+                "--targets" => parsed.targets = bench::targets(&value, KNOWN_TARGETS)?,
+                "--reservations" => parsed.reservations = bench::positive(&flag, &value)?,
+                "--rounds" => parsed.rounds = bench::positive(&flag, &value)?,
+                "--window" => parsed.window = bench::positive(&flag, &value)?,
+                "--samples" => parsed.samples = bench::positive(&flag, &value)?,
+                "--reps" => parsed.reps = bench::positive(&flag, &value)?,
                 "--json" => parsed.json = Some(PathBuf::from(value)),
                 _ => bail!("unknown argument {flag:?}\n{USAGE}"),
             }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use nanovnf_qemu::Accel;
-use nanovnf_tests::bench::ms;
+use nanovnf_tests::bench::{self, ms};
 use nanovnf_tests::dhcp_appliance_target::ApplianceTarget;
 use nanovnf_tests::dhcpload::{DhcpNet, DhcpTarget, DnsmasqTarget, RunningTarget, percentile};
 use nanovnf_tests::{Instance, World, find_tool, process_cpu_time, wait_until};
@@ -73,7 +73,7 @@ struct Args {
 }
 
 impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         let mut parsed = Args {
             targets: vec!["dnsmasq".into(), "appliance-tcg".into()],
             reservations: 1000,
@@ -82,38 +82,13 @@ impl Args {
             reps: 1,
             json: None,
         };
-        while let Some(flag) = args.next() {
-            if flag == "-h" || flag == "--help" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = args
-                .next()
-                .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))?;
-            let positive = |v: &str| -> anyhow::Result<usize> {
-                v.parse()
-                    .ok()
-                    .filter(|&n: &usize| n > 0)
-                    .ok_or_else(|| anyhow!("{flag} {v:?}: need a positive integer"))
-            };
+        for (flag, value) in bench::flags(args, USAGE)? {
             match flag.as_str() {
-                "--targets" => {
-                    parsed.targets = value.split(',').map(str::to_owned).collect();
-                    if let Some(bad) = parsed
-                        .targets
-                        .iter()
-                        .find(|t| !KNOWN_TARGETS.contains(&t.as_str()))
-                    {
-                        bail!(
-                            "--targets: unknown {bad:?}; known: {}",
-                            KNOWN_TARGETS.join(", ")
-                        );
-                    }
-                }
-                "--reservations" => parsed.reservations = positive(&value)?,
-                "--seconds" => parsed.seconds = u32::try_from(positive(&value)?)?,
-                "--rate" => parsed.rate = u32::try_from(positive(&value)?)?,
-                "--reps" => parsed.reps = positive(&value)?,
+                "--targets" => parsed.targets = bench::targets(&value, KNOWN_TARGETS)?,
+                "--reservations" => parsed.reservations = bench::positive(&flag, &value)?,
+                "--seconds" => parsed.seconds = u32::try_from(bench::positive(&flag, &value)?)?,
+                "--rate" => parsed.rate = u32::try_from(bench::positive(&flag, &value)?)?,
+                "--reps" => parsed.reps = bench::positive(&flag, &value)?,
                 "--json" => parsed.json = Some(PathBuf::from(value)),
                 _ => bail!("unknown argument {flag:?}\n{USAGE}"),
             }
