@@ -4,7 +4,7 @@
 //! ports changed, (re)booted otherwise — and finally what the new plan no longer has is
 //! stopped and deleted.
 
-use crate::netlink::Netlink;
+use crate::netlink::{Link, Netlink};
 use crate::plan::{AppliancePlan, LinkKind, Plan, live_changes, shape};
 use crate::process;
 use crate::state::{ApplianceRecord, State};
@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use nanovnf_qemu::{Accel, ControlClient, Nic, Vm, VmSpec};
 use nanovnf_schema::BootConfig;
 use nanovnf_schema::control::{Op, Report};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -188,41 +189,50 @@ impl Manager {
     }
 
     fn ensure_links(&mut self, plan: &Plan, outcome: &mut Outcome) -> anyhow::Result<()> {
+        // One dump up front; links created below are looked up once each.
+        let mut links: HashMap<String, Link> = self
+            .netlink
+            .links()?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
         for link in &plan.links {
-            let exists = self.netlink.link(&link.name)?.is_some();
-            match &link.kind {
-                LinkKind::Physical => {
-                    self.state.record_link(
-                        &link.name,
-                        "enslaved",
-                        link.kind.as_str(),
-                        &link.network,
-                    )?;
+            let how = if link.kind == LinkKind::Physical {
+                "enslaved"
+            } else {
+                "created"
+            };
+            self.state
+                .record_link(&link.name, how, link.kind.as_str(), &link.network)?;
+            if !links.contains_key(&link.name) {
+                match &link.kind {
+                    LinkKind::Bridge => self.netlink.add_bridge(&link.name, link.mtu)?,
+                    LinkKind::Tap => self.netlink.add_tap(&link.name)?,
+                    LinkKind::Vlan { parent, vlan_id } => self
+                        .netlink
+                        .add_vlan(&link.name, parent, *vlan_id, link.mtu)?,
+                    // `check_host` made sure it exists.
+                    LinkKind::Physical => bail!("host interface {} vanished", link.name),
                 }
-                kind => {
-                    self.state
-                        .record_link(&link.name, "created", kind.as_str(), &link.network)?;
-                    if !exists {
-                        match kind {
-                            LinkKind::Bridge => self.netlink.add_bridge(&link.name, link.mtu)?,
-                            LinkKind::Tap => self.netlink.add_tap(&link.name)?,
-                            LinkKind::Vlan { parent, vlan_id } => self
-                                .netlink
-                                .add_vlan(&link.name, parent, *vlan_id, link.mtu)?,
-                            LinkKind::Physical => unreachable!(),
-                        }
-                        outcome.links_created.push(link.name.clone());
-                    }
-                }
+                outcome.links_created.push(link.name.clone());
+                let created = self
+                    .netlink
+                    .link(&link.name)?
+                    .with_context(|| format!("link {} vanished after creation", link.name))?;
+                links.insert(link.name.clone(), created);
             }
-            let current = self.netlink.link(&link.name)?.context("link vanished")?;
-            let master_index = match &link.master {
-                Some(m) => self.netlink.link(m)?.map(|l| l.index),
+            let current = &links[&link.name];
+            let master = match &link.master {
+                Some(m) => Some(
+                    links
+                        .get(m)
+                        .with_context(|| format!("bridge {m} of {} is missing", link.name))?
+                        .index,
+                ),
                 None => None,
             };
-            if current.mtu != u32::from(link.mtu) || current.master != master_index || !current.up {
-                self.netlink
-                    .configure(&link.name, link.master.as_deref(), link.mtu)?;
+            if current.mtu != u32::from(link.mtu) || current.master != master || !current.up {
+                self.netlink.configure(current, master, link.mtu)?;
             }
         }
         Ok(())
@@ -326,9 +336,9 @@ impl Manager {
         updated.generation = generation;
         updated.state = "ready".into();
         self.state.save_appliance(&updated)?;
-        Ok(match (ops.len(), adopted) {
-            (0, _) => "adopted".into(),
-            (n, _) => format!("updated live ({n} change{})", if n == 1 { "" } else { "s" }),
+        Ok(match ops.len() {
+            0 => "adopted".into(),
+            n => format!("updated live ({n} change{})", if n == 1 { "" } else { "s" }),
         })
     }
 
@@ -343,9 +353,9 @@ impl Manager {
         let mut config = config.clone();
         config.generation = generation;
         let blob = nanovnf_schema::encode(&config);
-        let mut spec = VmSpec::new(&plan.vm_name, self.image(plan.kind.image())?)
+        let mut spec = VmSpec::new(&plan.vm_name, self.image(crate::plan::image(plan.kind))?)
             .accel(self.options.accel)
-            .memory_mib(plan.kind.memory_mib(blob.len()))
+            .memory_mib(crate::plan::memory_mib(plan.kind, blob.len()))
             .run_dir(self.state.run_dir())
             .control(true)
             .config(blob.clone());

@@ -319,11 +319,9 @@ fn pids(status: &serde_json::Value) -> Vec<u64> {
 }
 
 fn parse_mac(text: &str) -> [u8; 6] {
-    let mut mac = [0; 6];
-    for (b, part) in mac.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
-    mac
+    text.parse::<nanovnf_topology::MacAddr>()
+        .map(|m| m.octets())
+        .unwrap_or_default()
 }
 
 fn indent(text: &str) -> String {

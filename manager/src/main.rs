@@ -187,7 +187,7 @@ fn report_problems(plan: &Plan, outcome: &Outcome) -> u8 {
             "not started: {} appliance for {:?} — this build has no `{}` appliance yet",
             a.kind.as_str(),
             a.owner,
-            a.kind.image()
+            plan::image(a.kind)
         );
         code = 1;
     }

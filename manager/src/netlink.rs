@@ -111,22 +111,18 @@ impl Netlink {
         Ok(())
     }
 
-    /// Sets the link's controller (`None` releases it), MTU, and brings it up.
-    pub fn configure(&self, name: &str, master: Option<&str>, mtu: u16) -> anyhow::Result<()> {
-        let link = self.require(name)?;
-        let master_index = match master {
-            Some(bridge) => Some(self.require(bridge)?.index),
-            None => None,
-        };
+    /// Sets the link's controller (a bridge's index; `None` releases it), MTU, and brings
+    /// it up.
+    pub fn configure(&self, link: &Link, master: Option<u32>, mtu: u16) -> anyhow::Result<()> {
         let mut builder = LinkUnspec::new_with_index(link.index)
             .mtu(u32::from(mtu))
             .up();
-        builder = match master_index {
+        builder = match master {
             Some(index) => builder.controller(index),
             None => builder.nocontroller(),
         };
         self.set(builder.build())
-            .with_context(|| format!("configure link {name}"))
+            .with_context(|| format!("configure link {}", link.name))
     }
 
     /// Takes the link out of whatever bridge holds it (an enslaved physical interface the

@@ -12,52 +12,28 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum ApplianceKind {
-    Dhcp,
-    Metadata,
-    Router,
-    Vxlan,
+pub use nanovnf_topology::ApplianceKind;
+
+/// The image that implements `kind`.
+pub fn image(kind: ApplianceKind) -> &'static str {
+    kind.as_str()
 }
 
-impl ApplianceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApplianceKind::Dhcp => "dhcp",
-            ApplianceKind::Metadata => "metadata",
-            ApplianceKind::Router => "router",
-            ApplianceKind::Vxlan => "vxlan",
+/// True when this build has an image for `kind`.
+pub fn available(kind: ApplianceKind) -> bool {
+    nanovnf_build_images::IMAGES.contains(&image(kind))
+}
+
+/// Guest RAM in MiB. The metadata appliance holds every instance's user data: 16 MiB
+/// plus twice its encoded configuration (decoded copy and answers), which fits a full
+/// network (250 instances × 64 KiB) in 48 MiB; the others need 4.
+pub fn memory_mib(kind: ApplianceKind, config_len: usize) -> u32 {
+    match kind {
+        ApplianceKind::Metadata => {
+            let extra = config_len.saturating_mul(2).div_ceil(1 << 20);
+            16u32.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
         }
-    }
-
-    pub fn parse(s: &str) -> Option<ApplianceKind> {
-        [Self::Dhcp, Self::Metadata, Self::Router, Self::Vxlan]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-
-    /// The image that implements this kind.
-    pub fn image(self) -> &'static str {
-        self.as_str()
-    }
-
-    /// True when this build has an image for the kind.
-    pub fn available(self) -> bool {
-        nanovnf_build_images::IMAGES.contains(&self.image())
-    }
-
-    /// Guest RAM in MiB. The metadata appliance holds every instance's user data: 16 MiB
-    /// plus twice its encoded configuration (decoded copy and answers), which fits a full
-    /// network (250 instances × 64 KiB) in 48 MiB; the others need 4.
-    pub fn memory_mib(self, config_len: usize) -> u32 {
-        match self {
-            ApplianceKind::Metadata => {
-                let extra = (config_len.saturating_mul(2)).div_ceil(1 << 20);
-                16u32.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
-            }
-            _ => 4,
-        }
+        _ => 4,
     }
 }
 
@@ -228,7 +204,7 @@ impl Plan {
                         .map(|ip| format!("{}/{}", ip.ip, ip.prefix_len))
                         .collect(),
                 };
-                let config = kind.available().then(|| match kind {
+                let config = available(kind).then(|| match kind {
                     ApplianceKind::Dhcp => dhcp_config(t, n, a),
                     _ => metadata_config(t, n, a),
                 });
@@ -383,8 +359,7 @@ fn routes(routes: &[topo::Route]) -> Vec<SchemaRoute> {
         .collect()
 }
 
-fn nic(t: &Topology, n: &topo::Network, a: &topo::Appliance) -> NicConfig {
-    let _ = t;
+fn nic(n: &topo::Network, a: &topo::Appliance) -> NicConfig {
     NicConfig {
         mac: a.mac.octets(),
         addresses: a.ips.iter().map(|ip| cidr(ip.ip, ip.prefix_len)).collect(),
@@ -423,7 +398,7 @@ fn dhcp_config(t: &Topology, n: &topo::Network, a: &topo::Appliance) -> BootConf
         generation: 0,
         name: format!("dhcp-{}", n.name),
         log_level: LogLevel::Info,
-        nics: vec![nic(t, n, a)],
+        nics: vec![nic(n, a)],
         role: Role::Dhcp(DhcpRole {
             subnets,
             hosts,
@@ -502,7 +477,7 @@ fn metadata_config(t: &Topology, n: &topo::Network, a: &topo::Appliance) -> Boot
         generation: 0,
         name: format!("metadata-{}", n.name),
         log_level: LogLevel::Info,
-        nics: vec![nic(t, n, a)],
+        nics: vec![nic(n, a)],
         role: Role::Metadata(MetadataRole {
             network_id: stable_uuid(&format!("network/{}", n.name)),
             subnets,

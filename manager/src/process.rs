@@ -106,8 +106,12 @@ mod tests {
         assert!(alive(pid, t));
         assert!(!alive(pid, t + 1), "another start time is another process");
         child.kill().unwrap();
-        // A zombie is not alive.
-        std::thread::sleep(Duration::from_millis(50));
+        // A zombie is not alive: once the kernel has made it one, `alive` says so.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(stat(pid), Some((_, true))) {
+            assert!(Instant::now() < deadline, "sleep never became a zombie");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(!alive(pid, t));
         child.wait().unwrap();
         assert!(!alive(pid, t));

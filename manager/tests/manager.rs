@@ -436,7 +436,12 @@ fn a_killed_manager_is_succeeded_by_one_that_adopts_what_runs() {
         "192.168.1.2",
     ]);
     let pinger = ping.stdout(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Kill the manager only once replies flow (the probe has resolved the appliance).
+    wait_until(Duration::from_secs(5), "the first echo replies", || {
+        host.world
+            .ip(&probe.ns, &["neigh", "show", "192.168.1.2"])
+            .is_ok_and(|n| n.contains("REACHABLE"))
+    });
     host.stop_watcher(libc::SIGKILL);
     let out = host.up(&file);
     let ping_out = pinger.wait_with_output().unwrap();

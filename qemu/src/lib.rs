@@ -36,7 +36,7 @@ pub use netns::NETNS_RUN_DIR;
 pub use spec::{
     DEBUG_EXIT_PORT, DEFAULT_MEMORY_MIB, DEFAULT_QEMU_BINARY, Machine, Nic, VmSpec, format_mac,
 };
-pub use vm::{READY_PREFIX, Vm};
+pub use vm::{READY_PREFIX, Vm, process_cpu_time, process_rss_kib};
 
 /// The tun/tap control device, present when the `tun` module is loaded.
 const DEV_NET_TUN: &str = "/dev/net/tun";

@@ -227,22 +227,14 @@ impl Vm {
     /// has exited.
     pub fn rss_kib(&self) -> Option<u64> {
         self.status.is_none().then_some(())?;
-        parse_vm_rss_kib(&fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?)
+        process_rss_kib(self.pid)
     }
 
     /// CPU time QEMU has used so far (user + system, all threads); `None` once it has been
     /// reaped.
     pub fn cpu_time(&self) -> Option<Duration> {
         self.status.is_none().then_some(())?;
-        let ticks =
-            parse_stat_cpu_ticks(&fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?)?;
-        // SAFETY: sysconf only reads its integer argument.
-        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
-        if hz == 0 {
-            return None;
-        }
-        let nanos = u128::from(ticks % hz) * 1_000_000_000 / u128::from(hz);
-        Some(Duration::from_secs(ticks / hz) + Duration::from_nanos(nanos as u64))
+        process_cpu_time(self.pid)
     }
 
     /// Appends whatever the guest wrote since the last call to the line buffer.
@@ -370,6 +362,25 @@ fn parse_ready(line: &str) -> Option<u64> {
 }
 
 /// `VmRSS:    38124 kB` from `/proc/<pid>/status`.
+/// Resident memory in KiB of any process (`VmRSS` in `/proc/<pid>/status`), e.g. an
+/// appliance's QEMU known only by its pid; `None` when it cannot be read.
+pub fn process_rss_kib(pid: u32) -> Option<u64> {
+    parse_vm_rss_kib(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// CPU time (user + system, all threads) any process has used so far; `None` when it
+/// cannot be read.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let ticks = parse_stat_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    // SAFETY: sysconf only reads its integer argument.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    if hz == 0 {
+        return None;
+    }
+    let nanos = u128::from(ticks % hz) * 1_000_000_000 / u128::from(hz);
+    Some(Duration::from_secs(ticks / hz) + Duration::from_nanos(nanos as u64))
+}
+
 fn parse_vm_rss_kib(status: &str) -> Option<u64> {
     let value = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
     value.trim().strip_suffix("kB")?.trim().parse().ok()

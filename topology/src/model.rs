@@ -127,7 +127,8 @@ pub enum Segment {
 }
 
 /// What an appliance does (as `status --json` names it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ApplianceKind {
     Dhcp,
     Metadata,
@@ -143,6 +144,13 @@ impl ApplianceKind {
             ApplianceKind::Router => "router",
             ApplianceKind::Vxlan => "vxlan",
         }
+    }
+
+    /// The kind [`ApplianceKind::as_str`] names.
+    pub fn parse(name: &str) -> Option<ApplianceKind> {
+        [Self::Dhcp, Self::Metadata, Self::Router, Self::Vxlan]
+            .into_iter()
+            .find(|k| k.as_str() == name)
     }
 }
 

@@ -12,6 +12,7 @@
 //! Needs root; everything happens inside namespaces of one test world, removed at exit.
 
 use anyhow::{Context, bail};
+use nanovnf_qemu::{process_cpu_time, process_rss_kib};
 use nanovnf_tests::World;
 use nanovnf_tests::dhcpload::{DhcpNet, dnsmasq_args, write_dnsmasq_files};
 use serde_json::{Value, json};
@@ -37,26 +38,19 @@ fn options() -> anyhow::Result<Options> {
         accels: vec!["tcg".into()],
         json: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
+    for (flag, value) in nanovnf_tests::bench::flags(std::env::args().skip(1), USAGE)? {
+        match flag.as_str() {
             "--networks" => {
-                o.networks = value()?
+                o.networks = value
                     .split(',')
-                    .map(|n| n.parse().context("--networks"))
+                    .map(|n| nanovnf_tests::bench::positive(&flag, n))
                     .collect::<anyhow::Result<_>>()?
             }
-            "--idle-secs" => o.idle = Duration::from_secs(value()?.parse()?),
-            "--accel" => o.accels = value()?.split(',').map(str::to_owned).collect(),
-            "--json" => o.json = Some(value()?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
+            "--idle-secs" => {
+                o.idle = Duration::from_secs(nanovnf_tests::bench::positive(&flag, &value)? as u64)
             }
+            "--accel" => o.accels = value.split(',').map(str::to_owned).collect(),
+            "--json" => o.json = Some(value),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -84,43 +78,17 @@ fn topology(networks: usize) -> String {
     text
 }
 
-/// (user + system) CPU ticks of a process, from `/proc/PID/stat`.
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some(close) = text.rfind(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
+/// Percent of one core used by `pids` over `window`.
+fn idle_cpu(pids: &[u32], window: Duration) -> f64 {
+    let used = || -> Duration { pids.iter().filter_map(|&p| process_cpu_time(p)).sum() };
+    let before = used();
+    std::thread::sleep(window);
+    let after = used();
+    after.saturating_sub(before).as_secs_f64() / window.as_secs_f64() * 100.0
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Percent of one core used by `pids` over `window`.
-fn idle_cpu(pids: &[u32], window: Duration) -> f64 {
-    // SAFETY: sysconf only reads its integer argument.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
-    std::thread::sleep(window);
-    let after: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
-    (after - before) as f64 / hz / window.as_secs_f64() * 100.0
+    process_rss_kib(pid).unwrap_or(0)
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
