@@ -508,5 +508,10 @@ fn op_name(op: &Op) -> &'static str {
         Op::SetGeneration { .. } => "SetGeneration",
         Op::MetadataUpsert(_) => "MetadataUpsert",
         Op::MetadataRemove { .. } => "MetadataRemove",
+        Op::FloatingIpUpsert(_) => "FloatingIpUpsert",
+        Op::FloatingIpRemove { .. } => "FloatingIpRemove",
+        Op::VxlanRemotes(_) => "VxlanRemotes",
+        Op::VxlanStaticUpsert(_) => "VxlanStaticUpsert",
+        Op::VxlanStaticRemove { .. } => "VxlanStaticRemove",
     }
 }

@@ -6,6 +6,8 @@
 use nanovnf_schema::control::Op;
 use nanovnf_schema::dhcp::{DhcpHost, DhcpRole, DhcpSubnet, Route as SchemaRoute};
 use nanovnf_schema::metadata::{MetadataInstance, MetadataRole, MetadataSubnet};
+use nanovnf_schema::router::FloatingIp;
+use nanovnf_schema::vxlan::FdbEntry;
 use nanovnf_schema::{BootConfig, Ipv4Cidr as SchemaCidr, LogLevel, NicConfig, Role};
 use nanovnf_topology::{self as topo, Segment, Topology, default_hostname, stable_uuid};
 use serde::{Deserialize, Serialize};
@@ -495,7 +497,12 @@ pub fn shape(config: &BootConfig) -> String {
     match &mut bare.role {
         Role::Dhcp(role) => role.hosts.clear(),
         Role::Metadata(role) => role.instances.clear(),
-        Role::Ping => {}
+        Role::Router(role) => role.floating_ips.clear(),
+        Role::Vxlan(role) => {
+            role.remote_vteps.clear();
+            role.static_entries.clear();
+        }
+        Role::Ping | Role::Wire => {}
     }
     nanovnf_schema::encode(&bare)
         .iter()
@@ -536,6 +543,52 @@ pub fn live_changes(old: &BootConfig, new: &BootConfig) -> Vec<Op> {
             for (mac, instance) in &new {
                 if old.get(mac) != Some(instance) {
                     ops.push(Op::MetadataUpsert(Box::new((*instance).clone())));
+                }
+            }
+        }
+        (Role::Router(o), Role::Router(n)) => {
+            let old: BTreeMap<Ipv4Addr, Ipv4Addr> = o
+                .floating_ips
+                .iter()
+                .map(|f| (f.floating, f.fixed))
+                .collect();
+            let new: BTreeMap<Ipv4Addr, Ipv4Addr> = n
+                .floating_ips
+                .iter()
+                .map(|f| (f.floating, f.fixed))
+                .collect();
+            for floating in old.keys() {
+                if !new.contains_key(floating) {
+                    ops.push(Op::FloatingIpRemove {
+                        floating: *floating,
+                    });
+                }
+            }
+            for (floating, fixed) in &new {
+                if old.get(floating) != Some(fixed) {
+                    ops.push(Op::FloatingIpUpsert(FloatingIp {
+                        floating: *floating,
+                        fixed: *fixed,
+                    }));
+                }
+            }
+        }
+        (Role::Vxlan(o), Role::Vxlan(n)) => {
+            if o.remote_vteps != n.remote_vteps {
+                ops.push(Op::VxlanRemotes(n.remote_vteps.clone()));
+            }
+            let old: BTreeMap<[u8; 6], &FdbEntry> =
+                o.static_entries.iter().map(|e| (e.mac, e)).collect();
+            let new: BTreeMap<[u8; 6], &FdbEntry> =
+                n.static_entries.iter().map(|e| (e.mac, e)).collect();
+            for mac in old.keys() {
+                if !new.contains_key(mac) {
+                    ops.push(Op::VxlanStaticRemove { mac: *mac });
+                }
+            }
+            for (mac, entry) in &new {
+                if old.get(mac) != Some(entry) {
+                    ops.push(Op::VxlanStaticUpsert(**entry));
                 }
             }
         }

@@ -6,8 +6,11 @@
 
 use crate::dhcp::DhcpHost;
 use crate::metadata::MetadataInstance;
+use crate::router::FloatingIp;
+use crate::vxlan::FdbEntry;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::net::Ipv4Addr;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The largest frame either side accepts, encoded. A longer one is discarded (up to its
@@ -41,6 +44,17 @@ pub enum Op {
     MetadataUpsert(alloc::boxed::Box<MetadataInstance>),
     /// Forgets the instance with this MAC: its requests get 404 from now on.
     MetadataRemove { mac: [u8; 6] },
+    /// Adds a floating IP to a router or re-points it at another fixed address (the
+    /// old mapping's connections are dropped, as Neutron flushes conntrack).
+    FloatingIpUpsert(FloatingIp),
+    /// Removes a floating IP and drops its connections.
+    FloatingIpRemove { floating: Ipv4Addr },
+    /// Replaces a VXLAN gateway's flood list.
+    VxlanRemotes(Vec<Ipv4Addr>),
+    /// Adds or replaces the static forwarding entry for `entry.mac` (l2population).
+    VxlanStaticUpsert(FdbEntry),
+    /// Removes the static forwarding entry for this MAC.
+    VxlanStaticRemove { mac: [u8; 6] },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -139,7 +153,6 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
 
     fn upsert(seq: u32) -> Request {
         Request {

@@ -10,6 +10,8 @@ extern crate alloc;
 pub mod control;
 pub mod dhcp;
 pub mod metadata;
+pub mod router;
+pub mod vxlan;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -93,6 +95,14 @@ pub enum Role {
     /// The OpenStack and EC2 metadata service at 169.254.169.254 for one network (first
     /// NIC), like Neutron's haproxy + metadata agent + Nova's API in one.
     Metadata(metadata::MetadataRole),
+    /// A router between tenant subnets and an external network: forwarding, SNAT and
+    /// floating IPs, like Neutron's L3 agent's namespace.
+    Router(router::RouterRole),
+    /// A VTEP joining the tenant bridge (NIC 0) to its VXLAN overlay (NIC 1).
+    Vxlan(vxlan::VxlanRole),
+    /// Copies every frame from NIC 0 to NIC 1 and back, with no processing: the floor the
+    /// virtio-net I/O path allows, for benchmarks.
+    Wire,
 }
 
 /// Why a configuration blob was refused.
