@@ -11,18 +11,15 @@ pub mod segment;
 
 pub use offload::{GsoKind, Offload};
 
+/// Writes a frame into the buffer it is given.
+pub type Fill<'a> = dyn FnMut(&mut [u8]) + 'a;
+
 /// Where an engine's outgoing frames go: the image's transmit rings, or a test's list.
 pub trait Transmit {
     /// Queues a frame of `len` bytes on NIC `nic`, written by `fill`, carrying `offload`
     /// to the device. Returns false when it was dropped (no buffer, or larger than the
     /// NIC accepts); the caller counts that, nothing else happens.
-    fn send(
-        &mut self,
-        nic: usize,
-        offload: &Offload,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]),
-    ) -> bool;
+    fn send(&mut self, nic: usize, offload: &Offload, len: usize, fill: &mut Fill<'_>) -> bool;
 }
 
 pub const ETHERNET_HEADER_LEN: usize = 14;

@@ -3,7 +3,9 @@
 //! checksums, so it can leave by a NIC without offloads or with a smaller MTU.
 
 use crate::checksum::{finish, ipv4_header, pseudo_v4, sum};
-use crate::{ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, IP_PROTO_TCP, be16, be32, put_be16, put_be32};
+use crate::{
+    ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, Fill, IP_PROTO_TCP, be16, be32, put_be16, put_be32,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentError {
@@ -41,7 +43,7 @@ pub fn tcp4_headers(frame: &[u8]) -> Option<(usize, usize)> {
 pub fn segment_tcp4(
     frame: &[u8],
     mss: usize,
-    emit: &mut dyn FnMut(usize, &mut dyn FnMut(&mut [u8])),
+    emit: &mut dyn FnMut(usize, &mut Fill<'_>),
 ) -> Result<usize, SegmentError> {
     if mss == 0 {
         return Err(SegmentError::BadMss);
