@@ -133,7 +133,7 @@ mod tests {
 
     fn segments(frame: &[u8], mss: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let n = segment_tcp4(frame, mss, &mut |len, fill| {
+        let n = segment_tcp4(frame, mss, &mut |len: usize, fill: &mut Fill<'_>| {
             let mut buf = vec![0u8; len];
             fill(&mut buf);
             out.push(buf);
@@ -173,7 +173,7 @@ mod tests {
     fn a_frame_within_the_mss_is_one_segment_and_junk_is_refused() {
         let frame = superframe(&[1, 2, 3], 0x18);
         assert_eq!(segments(&frame, 1448).len(), 1);
-        let mut emit = |_: usize, _: &mut dyn FnMut(&mut [u8])| {};
+        let mut emit = |_: usize, _: &mut Fill<'_>| {};
         assert_eq!(
             segment_tcp4(&frame, 0, &mut emit),
             Err(SegmentError::BadMss)
