@@ -21,6 +21,10 @@ packages=(
   cloud-init        # cloud-init's own metadata readers (its Python modules; no service runs)
   wrk               # HTTP load for the metadata benchmark
   haproxy           # Neutron's metadata proxy: the metadata benchmark's baseline (no service)
+  iptables          # MASQUERADE in the Linux namespace router: the router benchmark's baseline
+  traceroute        # the router hop, as Tempest checks it
+  ethtool           # offloads on and off in the forwarding benchmarks
+  socat             # TCP and UDP servers and clients in the router tests
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -12,4 +12,4 @@ pub mod virtqueue;
 #[cfg(target_os = "none")]
 pub mod discover;
 
-pub use net::{NetConfig, NetStats, VirtioNet};
+pub use net::{NetConfig, NetStats, Offloads, VirtioNet};

@@ -6,13 +6,33 @@
 
 use crate::virtqueue::{DESC_F_WRITE, DmaRegion, SplitQueue};
 use alloc::vec::Vec;
+use nanovnf_frame::{Fill, Offload, Transmit, checksum, segment};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, Transport};
 
 /// `virtio_net_hdr_v1`: with VIRTIO_F_VERSION_1 the header always has `num_buffers`.
 pub const NET_HDR_LEN: usize = 12;
+const FEATURE_CSUM: u64 = 1 << 0;
+const FEATURE_GUEST_CSUM: u64 = 1 << 1;
 const FEATURE_MTU: u64 = 1 << 3;
 const FEATURE_MAC: u64 = 1 << 5;
+const FEATURE_GUEST_TSO4: u64 = 1 << 7;
+const FEATURE_GUEST_ECN: u64 = 1 << 9;
+const FEATURE_HOST_TSO4: u64 = 1 << 11;
+const FEATURE_HOST_ECN: u64 = 1 << 13;
 const FEATURE_VERSION_1: u64 = 1 << 32;
+/// Checksum offload both ways and TCP/IPv4 segmentation offload both ways (with ECN):
+/// superframes of up to 64 KB pass with their header instead of being cut into MTU-sized
+/// frames (DESIGN.md: the road to multi-gigabit under TCG).
+const OFFLOAD_FEATURES: u64 = FEATURE_CSUM
+    | FEATURE_GUEST_CSUM
+    | FEATURE_GUEST_TSO4
+    | FEATURE_GUEST_ECN
+    | FEATURE_HOST_TSO4
+    | FEATURE_HOST_ECN;
+/// A buffer for the largest superframe: 64 KiB of IPv4 datagram, its Ethernet header and
+/// the virtio-net header, rounded up. Without mergeable receive buffers every received
+/// frame must fit one buffer.
+pub const OFFLOAD_BUF_LEN: usize = 66 * 1024;
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 /// Ethernet header without FCS: the frame is at most MTU + this.
@@ -24,6 +44,10 @@ pub struct NetConfig {
     pub tx_queue: u16,
     /// Bytes per buffer, virtio-net header included.
     pub buf_len: usize,
+    /// Negotiate checksum and TCP segmentation offloads (needs `buf_len` ≥
+    /// [`OFFLOAD_BUF_LEN`]); only for appliances that forward frames and honour
+    /// [`Offload`] both ways.
+    pub offload: bool,
 }
 
 impl Default for NetConfig {
@@ -32,6 +56,43 @@ impl Default for NetConfig {
             rx_queue: 128,
             tx_queue: 64,
             buf_len: 2048,
+            offload: false,
+        }
+    }
+}
+
+impl NetConfig {
+    /// Big buffers and offloads, for forwarders.
+    pub fn offload() -> Self {
+        Self {
+            rx_queue: 64,
+            tx_queue: 64,
+            buf_len: OFFLOAD_BUF_LEN,
+            offload: true,
+        }
+    }
+}
+
+/// The offloads a device agreed to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// We may send frames whose L4 checksum is left to the device (`NEEDS_CSUM`).
+    pub tx_csum: bool,
+    /// We may send TCP/IPv4 superframes (`HOST_TSO4`).
+    pub tx_tso4: bool,
+    /// The device may give us frames with partial checksums (`GUEST_CSUM`).
+    pub rx_csum: bool,
+    /// The device may give us TCP/IPv4 superframes (`GUEST_TSO4`).
+    pub rx_tso4: bool,
+}
+
+impl Offloads {
+    fn from_features(f: u64) -> Self {
+        Self {
+            tx_csum: f & FEATURE_CSUM != 0,
+            tx_tso4: f & FEATURE_HOST_TSO4 != 0,
+            rx_csum: f & FEATURE_GUEST_CSUM != 0,
+            rx_tso4: f & FEATURE_GUEST_TSO4 != 0,
         }
     }
 }
@@ -124,6 +185,18 @@ impl RxRing {
         unsafe { self.bufs.mem.slice(offset, len) }
     }
 
+    /// The frame in buffer `id`, writable (a forwarder rewrites headers in place), with
+    /// the offload facts of its virtio-net header.
+    pub fn frame_mut(&mut self, id: u16, len: usize) -> (&mut [u8], Offload) {
+        let offset = usize::from(id) * self.bufs.buf_len;
+        // SAFETY: as in `frame`; `&mut self` makes this the only view of the buffer.
+        let buf = unsafe { self.bufs.mem.slice_mut(offset, NET_HDR_LEN + len) };
+        let (hdr, frame) = buf.split_at_mut(NET_HDR_LEN);
+        let mut raw = [0u8; NET_HDR_LEN];
+        raw.copy_from_slice(hdr);
+        (frame, Offload::parse(&raw))
+    }
+
     /// Gives buffer `id` back to the device (published now, kicked at the next flush).
     pub fn recycle(&mut self, id: u16) {
         self.q.publish(id);
@@ -137,6 +210,8 @@ impl RxRing {
 pub struct TxRing {
     q: SplitQueue,
     bufs: Buffers,
+    /// What the device agreed to take: superframes, partial checksums.
+    offloads: Offloads,
     free: Vec<u16>,
     /// Where a frame goes that has no buffer: it is built, counted and dropped.
     scratch: Vec<u8>,
@@ -151,6 +226,7 @@ impl TxRing {
         Ok(Self {
             q,
             bufs: Buffers::new(size, buf_len)?,
+            offloads: Offloads::default(),
             free: (0..size).rev().collect(),
             scratch: Vec::new(),
             stats: NetStats::default(),
@@ -163,6 +239,17 @@ impl TxRing {
                 self.free.push(id);
             }
         }
+    }
+
+    /// Asks for an interrupt when the device has consumed transmitted buffers (a
+    /// forwarder waiting for room); returns true when room is already there.
+    pub fn arm_interrupts(&mut self) -> bool {
+        self.q.suppress_interrupts(false);
+        self.can_send()
+    }
+
+    pub fn disarm_interrupts(&mut self) {
+        self.q.suppress_interrupts(true);
     }
 
     /// Largest frame one buffer holds.
@@ -181,6 +268,17 @@ impl TxRing {
     /// Without a free buffer the frame is still built (callers expect their closure to
     /// run) but dropped and counted.
     pub fn send<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.send_offload(&Offload::default(), len, fill)
+    }
+
+    /// [`TxRing::send`] with a virtio-net header carrying `offload` (a superframe or a
+    /// partial checksum); the device must have agreed to it ([`VirtioNet::offloads`]).
+    pub fn send_offload<R>(
+        &mut self,
+        offload: &Offload,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
         if self.free.is_empty() {
             self.reclaim();
         }
@@ -199,8 +297,11 @@ impl TxRing {
         let offset = usize::from(id) * self.bufs.buf_len;
         // SAFETY: `id` came from the free list, so the device does not own this buffer.
         let buf = unsafe { self.bufs.mem.slice_mut(offset, NET_HDR_LEN + len) };
-        buf[..NET_HDR_LEN].fill(0);
-        let r = fill(&mut buf[NET_HDR_LEN..]);
+        let (hdr, frame) = buf.split_at_mut(NET_HDR_LEN);
+        let mut raw = [0u8; NET_HDR_LEN];
+        offload.write(&mut raw);
+        hdr.copy_from_slice(&raw);
+        let r = fill(frame);
         let addr = self.bufs.addr(id);
         self.q.set_desc(id, addr, (NET_HDR_LEN + len) as u32, 0);
         self.q.publish(id);
@@ -209,11 +310,78 @@ impl TxRing {
     }
 }
 
+/// The transmit rings of an appliance's NICs as one [`Transmit`] sink, NIC `i` being
+/// `rings[i]`. A frame carrying an offload its device did not agree to is finished here
+/// (checksum completed, superframe segmented) so engines need not care.
+pub struct TxSet<'r, 'a> {
+    pub rings: &'r mut [&'a mut TxRing],
+    /// Where such a frame is built before it is finished.
+    pub scratch: &'r mut Vec<u8>,
+}
+
+impl TxSet<'_, '_> {
+    /// True when some ring has no free buffer: a forwarder stops taking frames until
+    /// the device made room.
+    pub fn any_full(&mut self) -> bool {
+        self.rings.iter_mut().any(|r| !r.can_send())
+    }
+}
+
+impl Transmit for TxSet<'_, '_> {
+    fn send(&mut self, nic: usize, offload: &Offload, len: usize, fill: &mut Fill<'_>) -> bool {
+        let Some(ring) = self.rings.get_mut(nic) else {
+            return false;
+        };
+        let gso_unsupported = offload.is_gso() && !ring.offloads.tx_tso4;
+        let csum_unsupported = offload.needs_csum() && !ring.offloads.tx_csum;
+        if !gso_unsupported && !csum_unsupported {
+            if !ring.can_send() || len > ring.max_frame() {
+                ring.stats.tx_no_buffer += 1;
+                return false;
+            }
+            ring.send_offload(offload, len, |b| fill(b));
+            return true;
+        }
+        self.scratch.clear();
+        self.scratch.resize(len, 0);
+        fill(self.scratch);
+        if gso_unsupported {
+            let mss = usize::from(offload.gso_size);
+            let mut all = true;
+            let cut = segment::segment_tcp4(self.scratch, mss, &mut |seg_len, seg_fill| {
+                if ring.can_send() && seg_len <= ring.max_frame() {
+                    ring.send(seg_len, |b| seg_fill(b));
+                } else {
+                    ring.stats.tx_no_buffer += 1;
+                    all = false;
+                }
+            });
+            return cut.is_ok() && all;
+        }
+        let (start, offset) = (
+            usize::from(offload.csum_start),
+            usize::from(offload.csum_offset),
+        );
+        let udp = offset == 6;
+        if !checksum::complete_partial(self.scratch, start, offset, udp)
+            || !ring.can_send()
+            || len > ring.max_frame()
+        {
+            ring.stats.tx_no_buffer += 1;
+            return false;
+        }
+        let frame = &self.scratch[..];
+        ring.send(len, |b| b.copy_from_slice(frame));
+        true
+    }
+}
+
 pub struct VirtioNet<T: Transport> {
     transport: T,
     mac: [u8; 6],
     mtu: u16,
     irq: Option<u8>,
+    offloads: Offloads,
     pub rx: RxRing,
     pub tx: TxRing,
 }
@@ -231,7 +399,19 @@ impl<T: Transport> VirtioNet<T> {
         if offered & FEATURE_VERSION_1 == 0 {
             return Err(NetError::NoVersion1);
         }
-        let accepted = offered & (FEATURE_VERSION_1 | FEATURE_MAC | FEATURE_MTU);
+        let mut wanted = FEATURE_VERSION_1 | FEATURE_MAC | FEATURE_MTU;
+        if config.offload && config.buf_len >= OFFLOAD_BUF_LEN {
+            wanted |= OFFLOAD_FEATURES;
+        }
+        let mut accepted = offered & wanted;
+        // Segmentation offload presupposes the matching checksum offload (virtio 1.x
+        // §5.1.3.1).
+        if accepted & FEATURE_GUEST_CSUM == 0 {
+            accepted &= !(FEATURE_GUEST_TSO4 | FEATURE_GUEST_ECN);
+        }
+        if accepted & FEATURE_CSUM == 0 {
+            accepted &= !(FEATURE_HOST_TSO4 | FEATURE_HOST_ECN);
+        }
         transport.write_driver_features(accepted);
         let ok = DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK;
         transport.set_status(ok);
@@ -250,8 +430,21 @@ impl<T: Transport> VirtioNet<T> {
             // Largest power of two not above `len`.
             Ok(1 << (31 - len.leading_zeros()))
         };
-        let rx = RxRing::new(queue_len(RX_QUEUE, config.rx_queue)?, config.buf_len)?;
-        let tx = TxRing::new(queue_len(TX_QUEUE, config.tx_queue)?, config.buf_len)?;
+        // Superframe-sized buffers only in the directions the device agreed to.
+        let small = NetConfig::default().buf_len;
+        let rx_len = if config.offload && accepted & FEATURE_GUEST_TSO4 == 0 {
+            small
+        } else {
+            config.buf_len
+        };
+        let tx_len = if config.offload && accepted & FEATURE_HOST_TSO4 == 0 {
+            small
+        } else {
+            config.buf_len
+        };
+        let rx = RxRing::new(queue_len(RX_QUEUE, config.rx_queue)?, rx_len)?;
+        let mut tx = TxRing::new(queue_len(TX_QUEUE, config.tx_queue)?, tx_len)?;
+        tx.offloads = Offloads::from_features(accepted);
         for (index, q) in [(RX_QUEUE, &rx.q), (TX_QUEUE, &tx.q)] {
             transport.queue_set(
                 index,
@@ -277,6 +470,7 @@ impl<T: Transport> VirtioNet<T> {
             mac,
             mtu,
             irq,
+            offloads: Offloads::from_features(accepted),
             rx,
             tx,
         };
@@ -301,6 +495,11 @@ impl<T: Transport> VirtioNet<T> {
 
     pub fn irq(&self) -> Option<u8> {
         self.irq
+    }
+
+    /// What the device agreed to offload.
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
     }
 
     pub fn stats(&self) -> NetStats {
@@ -422,6 +621,96 @@ mod tests {
         assert!(tx.can_send());
         tx.send(60, |_| ());
         assert_eq!(tx.stats.tx_frames, 5);
+    }
+
+    #[test]
+    fn offload_headers_pass_both_ways() {
+        use nanovnf_frame::GsoKind;
+        let tso = Offload {
+            flags: nanovnf_frame::offload::F_NEEDS_CSUM,
+            gso: GsoKind::Tcp4,
+            ecn: false,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut tx = TxRing::new(4, OFFLOAD_BUF_LEN).unwrap();
+        let mut dev = FakeDevice::new();
+        tx.send_offload(&tso, 40_000, |b| b.fill(7));
+        let (_, addr, len, _) = dev.take(&tx.q).unwrap();
+        assert_eq!(len as usize, NET_HDR_LEN + 40_000);
+        // SAFETY: reading our own buffer memory at the descriptor's address.
+        let hdr: [u8; NET_HDR_LEN] = unsafe { *(addr as *const [u8; NET_HDR_LEN]) };
+        assert_eq!(Offload::parse(&hdr), tso);
+
+        let mut rx = RxRing::new(2, OFFLOAD_BUF_LEN).unwrap();
+        let (id, addr, _, _) = dev.take(&rx.q).unwrap();
+        let mut raw = [0u8; NET_HDR_LEN];
+        tso.write(&mut raw);
+        // SAFETY: the address is our own buffer pool memory (identity "DMA").
+        unsafe {
+            let p = addr as *mut u8;
+            core::ptr::copy_nonoverlapping(raw.as_ptr(), p, NET_HDR_LEN);
+            core::ptr::write_bytes(p.add(NET_HDR_LEN), 9, 60_000);
+        }
+        dev.complete(&mut rx.q, id, (NET_HDR_LEN + 60_000) as u32);
+        let (id, len) = rx.next_frame().unwrap();
+        let (frame, offload) = rx.frame_mut(id, len);
+        assert_eq!(offload, tso);
+        assert_eq!(frame.len(), 60_000);
+        assert!(frame.iter().all(|&b| b == 9));
+    }
+
+    /// Ethernet + IPv4 + TCP with `payload` bytes, TCP checksum field left partial.
+    fn tcp_superframe(payload: usize) -> Vec<u8> {
+        let mut f = alloc::vec![0u8; 54 + payload];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[46] = 5 << 4;
+        f[47] = 0x18;
+        f
+    }
+
+    #[test]
+    fn a_set_segments_or_finishes_what_its_device_cannot_take() {
+        use nanovnf_frame::GsoKind;
+        let mut plain = TxRing::new(8, 2048).unwrap(); // no offloads agreed
+        let mut scratch = Vec::new();
+        let frame = tcp_superframe(4000);
+        let tso = Offload {
+            flags: nanovnf_frame::offload::F_NEEDS_CSUM,
+            gso: GsoKind::Tcp4,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let mut rings = [&mut plain];
+        let mut set = TxSet {
+            rings: &mut rings,
+            scratch: &mut scratch,
+        };
+        assert!(set.send(0, &tso, frame.len(), &mut |b| b.copy_from_slice(&frame)));
+        assert!(!set.send(1, &tso, 10, &mut |_| ()), "no such NIC");
+        assert_eq!(plain.stats.tx_frames, 3, "4000 bytes at MSS 1448");
+        let mut dev = FakeDevice::new();
+        let mut total = 0;
+        while let Some((_, addr, len, _)) = dev.take(&plain.q) {
+            // SAFETY: reading our own buffer memory at the descriptor's address.
+            let seg = unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) };
+            assert_eq!(&seg[..NET_HDR_LEN], &[0; NET_HDR_LEN], "plain frames");
+            let tcp = &seg[NET_HDR_LEN + 34..];
+            let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, tcp.len() as u16);
+            assert_eq!(checksum::fold(checksum::sum(tcp, pseudo)), 0xffff);
+            total += tcp.len() - 20;
+        }
+        assert_eq!(total, 4000);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use alloc::vec::Vec;
 use nanovnf_drivers::NetConfig;
 use nanovnf_drivers::discover::{self, Nic};
+use nanovnf_drivers::net::{RxRing, TxRing, TxSet};
+use nanovnf_frame::Offload;
 use nanovnf_kernel::{Boot, exit_code, fatal};
 use nanovnf_schema::NicConfig;
 
@@ -24,8 +26,13 @@ fn mac_str(mac: [u8; 6]) -> impl core::fmt::Display {
 /// The virtio-net devices in the order of `boot.config.nics`, matched by MAC address.
 /// A configured NIC without a device stops the appliance with a line naming its MAC.
 pub fn configured_nics(boot: &Boot) -> Vec<(NicConfig, Nic)> {
+    configured_nics_with(boot, NetConfig::default())
+}
+
+/// [`configured_nics`] with queues set up by `net` (forwarders ask for offloads).
+pub fn configured_nics_with(boot: &Boot, net: NetConfig) -> Vec<(NicConfig, Nic)> {
     log::debug!("discovering nics");
-    let mut found = discover::network_devices(&boot.mmio_devices, NetConfig::default());
+    let mut found = discover::network_devices(&boot.mmio_devices, net);
     log::debug!("{} nics up", found.len());
     let mut out = Vec::with_capacity(boot.config.nics.len());
     for cfg in &boot.config.nics {
@@ -66,5 +73,62 @@ pub fn arm<'a>(nics: impl IntoIterator<Item = &'a mut Nic>) -> bool {
 pub fn disarm<'a>(nics: impl IntoIterator<Item = &'a mut Nic>) {
     for nic in nics {
         nic.disarm_interrupts();
+    }
+}
+
+/// A forwarder's receive/transmit pass over all its NICs: every received frame goes to
+/// `handle(nic index, frame, offload, transmit set)` until the receive rings are empty or
+/// some transmit ring is full (then the rest waits in the device: back-pressure instead of
+/// drops). Returns true when it stopped on a full ring.
+pub fn forward_pass(
+    nics: &mut [Nic],
+    scratch: &mut Vec<u8>,
+    mut handle: impl FnMut(usize, &mut [u8], &Offload, &mut TxSet<'_, '_>),
+) -> bool {
+    let mut rxs: Vec<&mut RxRing> = Vec::with_capacity(nics.len());
+    let mut txs: Vec<&mut TxRing> = Vec::with_capacity(nics.len());
+    for nic in nics.iter_mut() {
+        rxs.push(&mut nic.rx);
+        txs.push(&mut nic.tx);
+    }
+    let mut set = TxSet {
+        rings: &mut txs,
+        scratch,
+    };
+    for (i, rx) in rxs.into_iter().enumerate() {
+        loop {
+            if set.any_full() {
+                return true;
+            }
+            let Some((id, len)) = rx.next_frame() else {
+                break;
+            };
+            let (frame, offload) = rx.frame_mut(id, len);
+            handle(i, frame, &offload, &mut set);
+            rx.recycle(id);
+        }
+    }
+    false
+}
+
+/// Before a forwarder halts: arm receive interrupts everywhere, and transmit interrupts
+/// where a ring is full (so the device wakes us when it made room). True when work is
+/// already waiting.
+pub fn arm_forwarder(nics: &mut [Nic], tx_blocked: bool) -> bool {
+    let mut pending = arm(nics.iter_mut());
+    if tx_blocked {
+        for nic in nics.iter_mut() {
+            if !nic.tx.can_send() {
+                pending |= nic.tx.arm_interrupts();
+            }
+        }
+    }
+    pending
+}
+
+pub fn disarm_forwarder(nics: &mut [Nic]) {
+    for nic in nics.iter_mut() {
+        nic.disarm_interrupts();
+        nic.tx.disarm_interrupts();
     }
 }

@@ -63,6 +63,9 @@ pub struct Nic {
     pub tap: String,
     /// The guest-side MAC address; appliances match their configuration to NICs by it.
     pub mac: [u8; 6],
+    /// Offer checksum and segmentation offloads to the guest (QEMU's default). Off, the
+    /// device offers none, as `ethtool -K … tso off gso off tx off rx off` would leave a VM.
+    pub offloads: bool,
 }
 
 impl Nic {
@@ -71,9 +74,20 @@ impl Nic {
         Nic {
             tap: tap.into(),
             mac,
+            offloads: true,
         }
     }
+
+    /// The same NIC with every offload switched off in the device.
+    pub fn without_offloads(mut self) -> Self {
+        self.offloads = false;
+        self
+    }
 }
+
+/// QEMU virtio-net properties that withdraw every offload feature.
+const NO_OFFLOADS: &str = ",csum=off,guest_csum=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,\
+                           guest_ufo=off,host_tso4=off,host_tso6=off,host_ecn=off,host_ufo=off";
 
 /// Formats a MAC address the way QEMU takes it: `52:54:00:12:34:56`.
 pub fn format_mac(mac: [u8; 6]) -> String {
@@ -292,10 +306,13 @@ impl VmSpec {
                 Some(format!("tap,id=n{i},ifname={tap},script=no,downscript=no")),
             );
             let mac = format_mac(nic.mac);
-            let device = match self.machine {
+            let mut device = match self.machine {
                 Machine::Microvm => format!("virtio-net-device,netdev=n{i},mac={mac}"),
                 Machine::Q35 => format!("virtio-net-pci,netdev=n{i},mac={mac},disable-legacy=on"),
             };
+            if !nic.offloads {
+                device.push_str(NO_OFFLOADS);
+            }
             opt("-device", Some(device));
         }
         args.extend(self.extra_args.iter().cloned());

@@ -24,6 +24,7 @@ pub mod dhcp_clients;
 pub mod dhcpload;
 mod echo;
 mod env;
+pub mod forward;
 mod frames;
 pub mod metadata;
 mod netns;

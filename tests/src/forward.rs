@@ -1,0 +1,135 @@
+//! Forwarding appliances under test (wire, router, VXLAN gateway): booting one with
+//! several NICs, and iperf3 between two namespaces of a [`World`], read from its JSON.
+
+use crate::World;
+use crate::appliance::{READY_TIMEOUT, image};
+use anyhow::{Context, bail};
+use nanovnf_qemu::{Accel, Nic, Vm, VmSpec};
+use nanovnf_schema::BootConfig;
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+/// Guest RAM of a forwarder: superframe-sized rings (about 8.5 MiB per NIC with offloads)
+/// and its tables.
+pub const FORWARDER_MEMORY_MIB: u32 = 64;
+
+/// Boots `image_name` with `config`, NIC `i` on `taps[i]`, with a control channel, and
+/// waits for `READY`. `offloads` false withdraws every virtio-net offload.
+pub fn boot_forwarder(
+    world: &World,
+    name: &str,
+    image_name: &str,
+    config: &BootConfig,
+    taps: &[String],
+    offloads: bool,
+    accel: Accel,
+) -> anyhow::Result<Vm> {
+    if taps.len() != config.nics.len() {
+        bail!("{name}: {} taps for {} NICs", taps.len(), config.nics.len());
+    }
+    let run_dir = std::env::temp_dir()
+        .join("nanovnf-tests")
+        .join(world.prefix());
+    let mut spec = VmSpec::new(name, image(image_name)?)
+        .run_dir(run_dir)
+        .netns(world.host_ns())
+        .memory_mib(FORWARDER_MEMORY_MIB)
+        .accel(accel)
+        .control(true)
+        .config(nanovnf_schema::encode(config));
+    for (nic, tap) in config.nics.iter().zip(taps) {
+        let mut n = Nic::new(tap.clone(), nic.mac);
+        if !offloads {
+            n = n.without_offloads();
+        }
+        spec = spec.nic(n);
+    }
+    let mut vm = spec.spawn().with_context(|| format!("spawn {name}"))?;
+    vm.wait_ready(READY_TIMEOUT)
+        .with_context(|| format!("{name} ready"))?;
+    Ok(vm)
+}
+
+/// What one iperf3 run measured, from the client's JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Iperf {
+    /// Received bits per second (TCP: the receiver's figure; UDP: sent minus lost).
+    pub bits_per_second: f64,
+    /// UDP: datagrams per second that arrived; TCP: 0.
+    pub packets_per_second: f64,
+    pub lost_percent: f64,
+}
+
+/// Runs `iperf3 -s` in `server_ns`, then the client in `client_ns` against `server`
+/// with `client_args` (e.g. `["-t", "3"]` or `["-u", "-l", "64", "-b", "0"]`).
+pub fn iperf3(
+    world: &mut World,
+    server_ns: &str,
+    client_ns: &str,
+    server: Ipv4Addr,
+    client_args: &[&str],
+) -> anyhow::Result<Iperf> {
+    let port = 5201 + (std::process::id() % 1000) as u16;
+    let port_s = port.to_string();
+    let mut server_cmd = Command::new("iperf3");
+    server_cmd
+        .args(["-s", "-1", "-p", &port_s])
+        .stdout(std::process::Stdio::null());
+    let server_pid = world.spawn(server_ns, server_cmd)?;
+    // The server listens within a few ms; retry the client's connect briefly.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let server_s = server.to_string();
+        let mut argv = vec!["iperf3", "-c", &server_s, "-p", &port_s, "-J"];
+        argv.extend_from_slice(client_args);
+        let out = world.exec(client_ns, &argv)?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            let _ = world.kill(server_pid);
+            return parse_iperf(&text);
+        }
+        last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        if !last.contains("connect") && !last.contains("Connection refused") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = world.kill(server_pid);
+    bail!("iperf3 to {server} failed: {last}")
+}
+
+pub fn parse_iperf(json: &str) -> anyhow::Result<Iperf> {
+    let v: Value = serde_json::from_str(json).context("iperf3 JSON")?;
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        bail!("iperf3: {e}");
+    }
+    let end = &v["end"];
+    if let Some(sum) = end.get("sum_received").filter(|s| s.is_object()) {
+        let bps = sum["bits_per_second"].as_f64().unwrap_or(0.0);
+        return Ok(Iperf {
+            bits_per_second: bps,
+            packets_per_second: 0.0,
+            lost_percent: 0.0,
+        });
+    }
+    let sum = &end["sum"];
+    let seconds = sum["seconds"].as_f64().unwrap_or(0.0);
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    if seconds <= 0.0 {
+        bail!("iperf3 reported no duration");
+    }
+    let received = (packets - lost).max(0.0);
+    let bytes_per_packet = if packets > 0.0 {
+        sum["bytes"].as_f64().unwrap_or(0.0) / packets
+    } else {
+        0.0
+    };
+    Ok(Iperf {
+        bits_per_second: received * bytes_per_packet * 8.0 / seconds,
+        packets_per_second: received / seconds,
+        lost_percent: sum["lost_percent"].as_f64().unwrap_or(0.0),
+    })
+}
