@@ -8,6 +8,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 pub mod control;
 #[cfg(target_os = "none")]
+pub mod forwarder;
+#[cfg(target_os = "none")]
 pub mod glue;
 
 /// Printed by the image binaries when built for the host by a workspace-wide build.

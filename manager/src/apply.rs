@@ -355,7 +355,11 @@ impl Manager {
         let blob = nanovnf_schema::encode(&config);
         let mut spec = VmSpec::new(&plan.vm_name, self.image(crate::plan::image(plan.kind))?)
             .accel(self.options.accel)
-            .memory_mib(crate::plan::memory_mib(plan.kind, blob.len()))
+            .memory_mib(crate::plan::memory_mib(
+                plan.kind,
+                blob.len(),
+                plan.nics.len(),
+            ))
             .run_dir(self.state.run_dir())
             .control(true)
             .config(blob.clone());

@@ -6,8 +6,8 @@
 use nanovnf_schema::control::Op;
 use nanovnf_schema::dhcp::{DhcpHost, DhcpRole, DhcpSubnet, Route as SchemaRoute};
 use nanovnf_schema::metadata::{MetadataInstance, MetadataRole, MetadataSubnet};
-use nanovnf_schema::router::FloatingIp;
-use nanovnf_schema::vxlan::FdbEntry;
+use nanovnf_schema::router::{DEFAULT_CONNTRACK_CAPACITY, FloatingIp, RouterRole};
+use nanovnf_schema::vxlan::{DEFAULT_AGEING_SECS, DEFAULT_FDB_CAPACITY, FdbEntry, VxlanRole};
 use nanovnf_schema::{BootConfig, Ipv4Cidr as SchemaCidr, LogLevel, NicConfig, Role};
 use nanovnf_topology::{self as topo, Segment, Topology, default_hostname, stable_uuid};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 pub use nanovnf_topology::ApplianceKind;
+
+/// MTU of the underlay bridge and the VXLAN gateways' underlay NICs.
+pub const UNDERLAY_MTU: u16 = 1500;
 
 /// The image that implements `kind`.
 pub fn image(kind: ApplianceKind) -> &'static str {
@@ -28,14 +31,19 @@ pub fn available(kind: ApplianceKind) -> bool {
 
 /// Guest RAM in MiB. The metadata appliance holds every instance's user data: 16 MiB
 /// plus twice its encoded configuration (decoded copy and answers), which fits a full
-/// network (250 instances × 64 KiB) in 48 MiB; the others need 4.
-pub fn memory_mib(kind: ApplianceKind, config_len: usize) -> u32 {
+/// network (250 instances × 64 KiB) in 48 MiB. Forwarders (router, VXLAN gateway) keep
+/// superframe-sized rings, about 8.5 MiB per NIC, plus their tables (a full conntrack
+/// of 65,536 entries is about 8 MiB); DHCP needs 4.
+pub fn memory_mib(kind: ApplianceKind, config_len: usize, nics: usize) -> u32 {
+    let nics = u32::try_from(nics).unwrap_or(u32::MAX);
     match kind {
         ApplianceKind::Metadata => {
             let extra = config_len.saturating_mul(2).div_ceil(1 << 20);
             16u32.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX))
         }
-        _ => 4,
+        ApplianceKind::Router => 24u32.saturating_add(nics.saturating_mul(10)),
+        ApplianceKind::Vxlan => 16u32.saturating_add(nics.saturating_mul(10)),
+        ApplianceKind::Dhcp => 4,
     }
 }
 
@@ -140,14 +148,14 @@ impl Plan {
                 name: underlay.bridge.clone(),
                 kind: LinkKind::Bridge,
                 network: "underlay".into(),
-                mtu: 1500,
+                mtu: UNDERLAY_MTU,
                 master: None,
             });
             plan.links.push(LinkPlan {
                 name: underlay.interface.clone(),
                 kind: LinkKind::Physical,
                 network: "underlay".into(),
-                mtu: 1500,
+                mtu: UNDERLAY_MTU,
                 master: Some(underlay.bridge.clone()),
             });
         }
@@ -227,7 +235,8 @@ impl Plan {
                         ips: Vec::new(),
                     },
                 ];
-                plan.add_appliance(ApplianceKind::Vxlan, &n.name, nics, None, &[n]);
+                let config = available(ApplianceKind::Vxlan).then(|| vxlan_config(t, n, gw));
+                plan.add_appliance(ApplianceKind::Vxlan, &n.name, nics, config, &[n]);
             }
         }
         for r in &t.routers {
@@ -253,7 +262,8 @@ impl Plan {
                 .iter()
                 .filter_map(|nic| t.network(&nic.network))
                 .collect();
-            let id = plan.add_appliance(ApplianceKind::Router, &r.name, nics, None, &networks);
+            let config = available(ApplianceKind::Router).then(|| router_config(t, r));
+            let id = plan.add_appliance(ApplianceKind::Router, &r.name, nics, config, &networks);
             plan.routers.push(RouterPlan {
                 name: r.name.clone(),
                 appliance: id,
@@ -301,7 +311,7 @@ impl Plan {
                             .find(|l| l.network == "underlay" && l.kind == LinkKind::Bridge)
                             .map(|l| l.name.clone())
                             .unwrap_or_default(),
-                        1500,
+                        UNDERLAY_MTU,
                     ),
                 };
                 self.links.push(LinkPlan {
@@ -366,6 +376,108 @@ fn nic(n: &topo::Network, a: &topo::Appliance) -> NicConfig {
         mac: a.mac.octets(),
         addresses: a.ips.iter().map(|ip| cidr(ip.ip, ip.prefix_len)).collect(),
         mtu: n.mtu,
+    }
+}
+
+/// A router as Neutron's L3 agent builds it: a NIC per interface holding the subnet's
+/// gateway address, then the external NIC. An external network without a subnet is
+/// on-link as a whole (the gateway address gets prefix 0), as TOPOLOGY.md says.
+fn router_config(t: &Topology, r: &topo::Router) -> BootConfig {
+    let mtu = |network: &str| t.network(network).map_or(1500, |n| n.mtu);
+    let mut nics: Vec<NicConfig> = r
+        .interfaces
+        .iter()
+        .map(|i| NicConfig {
+            mac: i.mac.octets(),
+            addresses: vec![cidr(i.addr.ip, i.addr.prefix_len)],
+            mtu: mtu(&i.network),
+        })
+        .collect();
+    let mut external_nic = None;
+    let (mut default_gateway, mut enable_snat) = (None, false);
+    if let Some(gw) = &r.external_gateway {
+        external_nic = u8::try_from(nics.len()).ok();
+        let prefix_len = if gw.subnet.is_some() {
+            gw.prefix_len
+        } else {
+            0
+        };
+        nics.push(NicConfig {
+            mac: gw.mac.octets(),
+            addresses: vec![cidr(gw.ip, prefix_len)],
+            mtu: mtu(&gw.network),
+        });
+        default_gateway = gw.default_route;
+        enable_snat = gw.enable_snat;
+    }
+    let floating_ips = r
+        .floating_ips
+        .iter()
+        .filter_map(|&i| t.floating_ips.get(i))
+        .filter_map(|f| {
+            f.fixed_ip.map(|fixed| FloatingIp {
+                floating: f.ip,
+                fixed,
+            })
+        })
+        .collect();
+    BootConfig {
+        generation: 0,
+        name: format!("router-{}", r.name),
+        log_level: LogLevel::Info,
+        nics,
+        role: Role::Router(RouterRole {
+            external_nic,
+            default_gateway,
+            enable_snat,
+            routes: routes(&r.routes),
+            floating_ips,
+            conntrack_capacity: DEFAULT_CONNTRACK_CAPACITY,
+        }),
+    }
+}
+
+/// The VTEP of a vxlan network: NIC 0 on the tenant bridge, NIC 1 on the underlay
+/// holding `local_vtep`; ports declared on other hosts become static forwarding entries.
+fn vxlan_config(t: &Topology, n: &topo::Network, gw: &topo::VxlanGateway) -> BootConfig {
+    let Segment::Vxlan {
+        vni,
+        local_vtep,
+        remote_vteps,
+        udp_port,
+    } = &n.segment
+    else {
+        unreachable!("vxlan_config is called for vxlan segments only")
+    };
+    let _ = t;
+    BootConfig {
+        generation: 0,
+        name: format!("vxlan-{}", n.name),
+        log_level: LogLevel::Info,
+        nics: vec![
+            NicConfig {
+                mac: gw.mac.octets(),
+                addresses: Vec::new(),
+                mtu: n.mtu,
+            },
+            NicConfig {
+                mac: gw.underlay_mac.octets(),
+                addresses: vec![cidr(local_vtep.addr, local_vtep.prefix_len)],
+                mtu: UNDERLAY_MTU,
+            },
+        ],
+        role: Role::Vxlan(VxlanRole {
+            vni: *vni,
+            udp_port: *udp_port,
+            remote_vteps: remote_vteps.clone(),
+            underlay_gateway: None,
+            static_entries: Vec::new(),
+            arp_responder: false,
+            ageing_secs: DEFAULT_AGEING_SECS,
+            fdb_capacity: DEFAULT_FDB_CAPACITY,
+            ttl: 64,
+            df: false,
+        }),
     }
 }
 
