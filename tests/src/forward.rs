@@ -106,7 +106,8 @@ pub fn parse_iperf(json: &str) -> anyhow::Result<Iperf> {
         bail!("iperf3: {e}");
     }
     let end = &v["end"];
-    if let Some(sum) = end.get("sum_received").filter(|s| s.is_object()) {
+    let udp = end["sum"].get("lost_packets").is_some();
+    if !udp && let Some(sum) = end.get("sum_received").filter(|s| s.is_object()) {
         let bps = sum["bits_per_second"].as_f64().unwrap_or(0.0);
         return Ok(Iperf {
             bits_per_second: bps,
@@ -114,7 +115,11 @@ pub fn parse_iperf(json: &str) -> anyhow::Result<Iperf> {
             lost_percent: 0.0,
         });
     }
-    let sum = &end["sum"];
+    // UDP: the receiver's count (newer iperf3 has `sum_received`, older only `sum`).
+    let sum = end
+        .get("sum_received")
+        .filter(|s| s.get("packets").is_some())
+        .unwrap_or(&end["sum"]);
     let seconds = sum["seconds"].as_f64().unwrap_or(0.0);
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
     let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);

@@ -1,0 +1,399 @@
+//! `bench-router`: iperf3 TCP throughput and UDP 64-byte packets/s from a tenant namespace
+//! to an "outside" namespace through (a) the router appliance with SNAT, (b) a floating IP
+//! (outside → tenant, DNAT), (c) the wire appliance (our kernel copying frames between two
+//! NICs: the floor of this I/O path) and (d) a Linux namespace router with iptables
+//! MASQUERADE (Neutron's way, no VM); each with and without offloads (for the VMs: QEMU's
+//! virtio-net offloads; for the namespace router: TSO/GSO/GRO on its legs). Appliances run
+//! under TCG and, with `--accel tcg,kvm`, under KVM too. One table; `--json PATH|-`.
+//!
+//! ```text
+//! cargo run --release -p nanovnf-tests --bin bench-router -- \
+//!     [--targets router-snat,router-floating,wire,linux-ns] [--accel tcg,kvm] \
+//!     [--offloads on,off] [--seconds 5] [--json PATH|-]
+//! ```
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use nanovnf_qemu::{Accel, Vm};
+use nanovnf_schema::dhcp::Route;
+use nanovnf_schema::router::{DEFAULT_CONNTRACK_CAPACITY, FloatingIp, RouterRole};
+use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
+use nanovnf_tests::appliance::appliance_mac;
+use nanovnf_tests::bench;
+use nanovnf_tests::forward::{Iperf, boot_forwarder, iperf3};
+use nanovnf_tests::{World, process_cpu_time};
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: bench-router [--targets NAME,...] [--accel tcg,kvm] \
+                     [--offloads on,off] [--seconds N] [--json PATH|-]";
+const KNOWN_TARGETS: &[&str] = &["router-snat", "router-floating", "wire", "linux-ns"];
+
+const TENANT: Ipv4Addr = Ipv4Addr::new(10, 60, 1, 10);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 60, 1, 1);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const ROUTER_EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 101);
+const FLOATING: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+/// For the wire: the outside namespace also sits in the tenant subnet.
+const OUTSIDE_ON_WIRE: Ipv4Addr = Ipv4Addr::new(10, 60, 1, 20);
+
+struct Case {
+    target: String,
+    accel: Option<Accel>,
+    offloads: bool,
+}
+
+struct Row {
+    case: String,
+    tcp: anyhow::Result<Iperf>,
+    udp: anyhow::Result<Iperf>,
+    /// CPU the appliance's QEMU used per second of the TCP run.
+    qemu_cpu: Option<f64>,
+    ready_ms: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench-router: some runs failed (see the table)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench-router: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<bool> {
+    let mut targets: Vec<String> = KNOWN_TARGETS.iter().map(|s| (*s).to_owned()).collect();
+    let mut accels = vec![Accel::Tcg];
+    let mut offloads = vec![true, false];
+    let mut seconds = 5;
+    let mut json_path = None;
+    for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
+        match flag.as_str() {
+            "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
+            "--accel" => {
+                accels = value
+                    .split(',')
+                    .map(|a| match a {
+                        "tcg" => Ok(Accel::Tcg),
+                        "kvm" => Ok(Accel::Kvm),
+                        _ => bail!("--accel {a:?}: tcg or kvm"),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "--offloads" => {
+                offloads = value
+                    .split(',')
+                    .map(|o| match o {
+                        "on" => Ok(true),
+                        "off" => Ok(false),
+                        _ => bail!("--offloads {o:?}: on or off"),
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "--seconds" => seconds = bench::positive(&flag, &value)?,
+            "--json" => json_path = Some(value),
+            _ => bail!("unknown flag {flag}\n{USAGE}"),
+        }
+    }
+    nanovnf_tests::require_root_and_tools(&["ip", "iperf3", "iptables", "ethtool"])
+        .map_err(anyhow::Error::msg)?;
+    let mut cases = Vec::new();
+    for t in &targets {
+        for &o in &offloads {
+            if t == "linux-ns" {
+                cases.push(Case {
+                    target: t.clone(),
+                    accel: None,
+                    offloads: o,
+                });
+                continue;
+            }
+            for &a in &accels {
+                cases.push(Case {
+                    target: t.clone(),
+                    accel: Some(a),
+                    offloads: o,
+                });
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for case in &cases {
+        let name = format!(
+            "{}{} offloads {}",
+            case.target,
+            match case.accel {
+                Some(Accel::Kvm) => " KVM",
+                Some(_) => " TCG",
+                None => "",
+            },
+            if case.offloads { "on" } else { "off" }
+        );
+        eprintln!("bench-router: {name} ...");
+        let row = measure(case, seconds).unwrap_or_else(|e| Row {
+            case: name.clone(),
+            tcp: Err(anyhow::anyhow!("{e:#}")),
+            udp: Err(anyhow::anyhow!("setup failed")),
+            qemu_cpu: None,
+            ready_ms: None,
+        });
+        rows.push(Row { case: name, ..row });
+    }
+    print_table(&rows);
+    if let Some(path) = json_path {
+        let report = json!({
+            "seconds": seconds,
+            "rows": rows.iter().map(row_json).collect::<Vec<Value>>(),
+        });
+        if path == "-" {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            bench::write_json(std::path::Path::new(&path), &report)?;
+        }
+    }
+    Ok(rows.iter().all(|r| r.tcp.is_ok() && r.udp.is_ok()))
+}
+
+fn row_json(r: &Row) -> Value {
+    let res = |x: &anyhow::Result<Iperf>| match x {
+        Ok(i) => json!({"bits_per_second": i.bits_per_second,
+                        "packets_per_second": i.packets_per_second,
+                        "lost_percent": i.lost_percent}),
+        Err(e) => json!({"error": format!("{e:#}")}),
+    };
+    json!({"case": r.case, "tcp": res(&r.tcp), "udp_64": res(&r.udp),
+           "qemu_cpu_per_second": r.qemu_cpu, "ready_ms": r.ready_ms})
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| {:<34} | {:>14} | {:>22} | {:>9} | {:>8} |",
+        "path", "TCP Gbit/s", "UDP 64 B packets/s", "QEMU CPU", "ready"
+    );
+    println!(
+        "|{:-<36}|{:->16}|{:->24}|{:->11}|{:->10}|",
+        "", "", "", "", ""
+    );
+    for r in rows {
+        let tcp = match &r.tcp {
+            Ok(i) => format!("{:.2}", i.bits_per_second / 1e9),
+            Err(_) => "failed".into(),
+        };
+        let udp = match &r.udp {
+            Ok(i) => format!("{:.0} ({:.0}% lost)", i.packets_per_second, i.lost_percent),
+            Err(_) => "failed".into(),
+        };
+        let cpu = r
+            .qemu_cpu
+            .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
+        let ready = r.ready_ms.map_or("–".into(), |m| format!("{m:.0} ms"));
+        println!(
+            "| {:<34} | {:>14} | {:>22} | {:>9} | {:>8} |",
+            r.case, tcp, udp, cpu, ready
+        );
+    }
+    for r in rows {
+        for (what, res) in [("TCP", &r.tcp), ("UDP", &r.udp)] {
+            if let Err(e) = res {
+                println!("{} {what}: {e:#}", r.case);
+            }
+        }
+    }
+}
+
+fn cidr(a: Ipv4Addr, len: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(a, len)
+}
+
+fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
+    let mut world = World::new(&format!("brt_{}", case.target.replace('-', "_")))?;
+    let left = world.add_bridge("bl", 1500)?;
+    let right = world.add_bridge("br", 1500)?;
+    let tenant = world.add_instance("ten", &left, Some(&format!("{TENANT}/24")), None, 1500)?;
+    let outside = world.add_instance("out", &right, Some(&format!("{OUTSIDE}/24")), None, 1500)?;
+    world.ip(
+        &tenant.ns,
+        &["route", "add", "default", "via", &GATEWAY.to_string()],
+    )?;
+    let mut vm: Option<Vm> = None;
+    let started = Instant::now();
+    let (client_ns, server_ns, server) = match case.target.as_str() {
+        "linux-ns" => {
+            let r = world.add_instance("rtr", &left, Some(&format!("{GATEWAY}/24")), None, 1500)?;
+            let ext = world.add_interface(
+                &r.ns,
+                "rx",
+                &right,
+                Some(&format!("{ROUTER_EXT}/24")),
+                1500,
+            )?;
+            world.sysctl(&r.ns, "net.ipv4.ip_forward", "1")?;
+            let out = world.exec(
+                &r.ns,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    &ext,
+                    "-j",
+                    "MASQUERADE",
+                ],
+            )?;
+            if !out.status.success() {
+                bail!("iptables: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            if !case.offloads {
+                for dev in [&r.ifname, &ext] {
+                    world.exec(
+                        &r.ns,
+                        &[
+                            "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off",
+                        ],
+                    )?;
+                }
+            }
+            (tenant.ns.clone(), outside.ns.clone(), OUTSIDE)
+        }
+        "wire" => {
+            let tl = world.add_tap("tl", &left, 1500)?;
+            let tr = world.add_tap("tr", &right, 1500)?;
+            world.ip(
+                &outside.ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{OUTSIDE_ON_WIRE}/24"),
+                    "dev",
+                    &outside.ifname,
+                ],
+            )?;
+            let config = BootConfig {
+                generation: 1,
+                name: "wire".into(),
+                log_level: LogLevel::Info,
+                nics: (0..2)
+                    .map(|i| NicConfig {
+                        mac: appliance_mac(&world, i),
+                        addresses: Vec::new(),
+                        mtu: 1500,
+                    })
+                    .collect(),
+                role: Role::Wire,
+            };
+            vm = Some(boot_forwarder(
+                &world,
+                "wire",
+                "wire",
+                &config,
+                &[tl, tr],
+                case.offloads,
+                case.accel.unwrap_or(Accel::Tcg),
+            )?);
+            (tenant.ns.clone(), outside.ns.clone(), OUTSIDE_ON_WIRE)
+        }
+        _ => {
+            let tl = world.add_tap("tl", &left, 1500)?;
+            let tr = world.add_tap("tr", &right, 1500)?;
+            let floating = case.target == "router-floating";
+            let config = BootConfig {
+                generation: 1,
+                name: "router".into(),
+                log_level: LogLevel::Info,
+                nics: vec![
+                    NicConfig {
+                        mac: appliance_mac(&world, 0),
+                        addresses: vec![cidr(GATEWAY, 24)],
+                        mtu: 1500,
+                    },
+                    NicConfig {
+                        mac: appliance_mac(&world, 1),
+                        addresses: vec![cidr(ROUTER_EXT, 24)],
+                        mtu: 1500,
+                    },
+                ],
+                role: Role::Router(RouterRole {
+                    external_nic: Some(1),
+                    default_gateway: Some(OUTSIDE),
+                    enable_snat: true,
+                    routes: Vec::<Route>::new(),
+                    floating_ips: if floating {
+                        vec![FloatingIp {
+                            floating: FLOATING,
+                            fixed: TENANT,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    conntrack_capacity: DEFAULT_CONNTRACK_CAPACITY,
+                }),
+            };
+            vm = Some(boot_forwarder(
+                &world,
+                "router",
+                "router",
+                &config,
+                &[tl, tr],
+                case.offloads,
+                case.accel.unwrap_or(Accel::Tcg),
+            )?);
+            if floating {
+                // The outside opens the connections, to the floating IP (DNAT).
+                (outside.ns.clone(), tenant.ns.clone(), FLOATING)
+            } else {
+                (tenant.ns.clone(), outside.ns.clone(), OUTSIDE)
+            }
+        }
+    };
+    let ready_ms = vm.as_ref().map(|_| bench::ms(started.elapsed()));
+    // The path works before it is measured.
+    let client = if client_ns == tenant.ns {
+        &tenant
+    } else {
+        &outside
+    };
+    if !client.ping(&world, server, 3, std::time::Duration::from_secs(10))? {
+        bail!("no ping {} -> {server} before measuring", client.ns);
+    }
+    let secs = seconds.to_string();
+    let cpu_before = vm.as_ref().and_then(|v| process_cpu_time(v.pid()));
+    let t0 = Instant::now();
+    let tcp = iperf3(&mut world, &server_ns, &client_ns, server, &["-t", &secs]);
+    let qemu_cpu = match (
+        vm.as_ref().and_then(|v| process_cpu_time(v.pid())),
+        cpu_before,
+    ) {
+        (Some(after), Some(before)) => {
+            Some((after - before).as_secs_f64() / t0.elapsed().as_secs_f64())
+        }
+        _ => None,
+    };
+    let udp = iperf3(
+        &mut world,
+        &server_ns,
+        &client_ns,
+        server,
+        &["-u", "-l", "64", "-b", "0", "-t", &secs],
+    )
+    .context("UDP");
+    if let (Some(vm), Err(_)) = (&vm, &tcp) {
+        eprintln!("serial:\n{}", vm.serial_output());
+    }
+    Ok(Row {
+        case: String::new(),
+        tcp,
+        udp,
+        qemu_cpu,
+        ready_ms,
+    })
+}
