@@ -445,11 +445,24 @@ fn vxlan_config(t: &Topology, n: &topo::Network, gw: &topo::VxlanGateway) -> Boo
         local_vtep,
         remote_vteps,
         udp_port,
+        arp_responder,
     } = &n.segment
     else {
         unreachable!("vxlan_config is called for vxlan segments only")
     };
-    let _ = t;
+    // l2population: every port known to live behind another VTEP.
+    let static_entries = t
+        .ports
+        .iter()
+        .filter(|p| p.network == n.name)
+        .filter_map(|p| {
+            Some(FdbEntry {
+                mac: p.mac.octets(),
+                vtep: p.remote_vtep?,
+                ip: p.ip.as_ref().map(|a| a.ip),
+            })
+        })
+        .collect();
     BootConfig {
         generation: 0,
         name: format!("vxlan-{}", n.name),
@@ -471,8 +484,8 @@ fn vxlan_config(t: &Topology, n: &topo::Network, gw: &topo::VxlanGateway) -> Boo
             udp_port: *udp_port,
             remote_vteps: remote_vteps.clone(),
             underlay_gateway: None,
-            static_entries: Vec::new(),
-            arp_responder: false,
+            static_entries,
+            arp_responder: *arp_responder,
             ageing_secs: DEFAULT_AGEING_SECS,
             fdb_capacity: DEFAULT_FDB_CAPACITY,
             ttl: 64,

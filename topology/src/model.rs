@@ -123,6 +123,9 @@ pub enum Segment {
         local_vtep: InterfaceAddr,
         remote_vteps: Vec<Ipv4Addr>,
         udp_port: u16,
+        /// The gateway answers ARP for ports on other hosts (`remote_vtep` ports) from the
+        /// tenant side, as Neutron's l2population ARP responder.
+        arp_responder: bool,
     },
 }
 
@@ -318,6 +321,9 @@ pub struct Port {
     pub hostname: Option<String>,
     /// The tap the manager creates on the network's bridge, as written.
     pub tap: Option<String>,
+    /// The VTEP of the host this port lives on, for a port of a vxlan network that is not
+    /// on this host (l2population: its MAC is a static forwarding entry of the gateway).
+    pub remote_vtep: Option<Ipv4Addr>,
     pub instance: Option<Instance>,
 }
 

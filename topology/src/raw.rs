@@ -95,6 +95,7 @@ pub(crate) struct RawSegment {
     pub vni: Option<S<i64>>,
     pub local_vtep: Option<S<Text<InterfaceAddr>>>,
     pub remote_vteps: Option<S<Vec<S<Text<Ipv4Addr>>>>>,
+    pub arp_responder: Option<S<bool>>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -157,6 +158,7 @@ pub(crate) struct RawPort {
     pub fixed_ip: Option<S<Text<Ipv4Addr>>>,
     pub hostname: Option<S<String>>,
     pub tap: Option<S<String>>,
+    pub remote_vtep: Option<S<Text<Ipv4Addr>>>,
     pub instance: Option<RawInstance>,
 }
 

@@ -255,6 +255,7 @@ fn segment(raw: &RawTopology, seg: Option<&RawSegment>, namer: &mut Namer<'_>) -
                     .map(val)
                     .collect(),
                 udp_port: udp_port(raw),
+                arp_responder: seg.arp_responder.as_ref().is_some_and(|a| *a.get_ref()),
             }
         }
     }
@@ -413,6 +414,7 @@ fn ports(
             ip,
             hostname,
             tap: port.tap.as_ref().map(|t| t.get_ref().clone()),
+            remote_vtep: port.remote_vtep.as_ref().map(val),
             instance,
         });
     }

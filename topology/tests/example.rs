@@ -61,7 +61,9 @@ fn example_parses_with_defaults() {
             local_vtep,
             remote_vteps,
             udp_port,
+            arp_responder,
         } => {
+            assert!(!arp_responder, "off unless the segment asks");
             assert_eq!(*vni, 1001);
             assert_eq!(local_vtep.to_string(), "192.0.2.11/24");
             assert_eq!(remote_vteps, &[ip("192.0.2.20")]);

@@ -68,6 +68,7 @@ invalid!(
     tap_name_invalid,
     floating_ip_without_router,
     vxlan_without_underlay,
+    vxlan_remote_ports,
     external_gateway_not_external,
     pool_too_small,
     pool_exhausted_by_ports,

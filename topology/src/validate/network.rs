@@ -261,6 +261,11 @@ fn check_segment_keys(seg: &RawSegment, res: &Res, report: &mut Report) {
             seg.remote_vteps.as_ref().map(|v| v.span()),
             ty == SegmentType::Vxlan,
         ),
+        (
+            "arp_responder",
+            seg.arp_responder.as_ref().map(|v| v.span()),
+            ty == SegmentType::Vxlan,
+        ),
     ];
     for (key, span, allowed) in present {
         if let (Some(span), false) = (span, allowed) {

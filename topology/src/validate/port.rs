@@ -8,8 +8,9 @@ use super::subnet::host_address;
 use super::{Plan, line, lookup};
 use crate::names::RESERVED_PREFIXES;
 use crate::problem::{Report, Res, ResourceKind};
-use crate::raw::{RawInstance, RawPort, RawTopology, val};
+use crate::raw::{RawInstance, RawPort, RawTopology, S, SegmentType, Text, val};
 use crate::types::{MacAddr, check_dns_label, check_ifname, check_uuid};
+use std::net::Ipv4Addr;
 
 /// Largest user data accepted (Nova's limit is 64 KiB too, before base64).
 pub const MAX_USER_DATA: usize = 64 * 1024;
@@ -68,11 +69,59 @@ pub(super) fn check(raw: &RawTopology, plan: &mut Plan, base_dir: &Path, report:
         if let Some(tap) = &p.tap {
             check_tap(raw, tap, &mut taps, &res, report);
         }
+        if let Some(vtep) = &p.remote_vtep {
+            check_remote_vtep(raw, network, p, vtep, &res, report);
+        }
         let user_data = match &p.instance {
             Some(inst) => check_instance(inst, &mut uuids, base_dir, &res, report),
             None => None,
         };
         plan.user_data.push(user_data);
+    }
+}
+
+/// `remote_vtep`: the port lives behind one of its vxlan network's remote VTEPs, so it
+/// has no tap here.
+fn check_remote_vtep(
+    raw: &RawTopology,
+    network: Option<usize>,
+    p: &RawPort,
+    vtep: &S<Text<Ipv4Addr>>,
+    res: &Res,
+    report: &mut Report,
+) {
+    let ip = val(vtep);
+    let Some(n) = network else { return };
+    let net = &raw.networks[n].raw;
+    let seg = net.segment.as_ref();
+    if seg.is_none_or(|s| *s.kind.get_ref() != SegmentType::Vxlan) {
+        report.at(
+            &vtep.span(),
+            Some(res),
+            format!(
+                "remote_vtep is only for ports of vxlan networks; network \"{}\" is not one",
+                net.name.get_ref()
+            ),
+        );
+    } else if !seg
+        .and_then(|s| s.remote_vteps.as_ref())
+        .is_some_and(|r| r.get_ref().iter().any(|v| val(v) == ip))
+    {
+        report.at(
+            &vtep.span(),
+            Some(res),
+            format!(
+                "remote_vtep {ip} is not among the remote_vteps of network \"{}\"",
+                net.name.get_ref()
+            ),
+        );
+    }
+    if let Some(tap) = &p.tap {
+        report.at(
+            &tap.span(),
+            Some(res),
+            "a port with remote_vtep lives on another host and has no tap here".to_owned(),
+        );
     }
 }
 
