@@ -1,11 +1,12 @@
 //! Raw-frame helpers for the appliances that forward frames (router, VXLAN gateway, wire):
 //! what virtio-net's header says about a frame ([`Offload`]), the Internet checksum in its
 //! full, partial and incremental forms ([`checksum`]), software segmentation of a TCP
-//! superframe ([`segment`]), and the [`Transmit`] sink engines write frames into.
+//! superframe ([`segment`]), IPv4 fragmentation ([`fragment`]), and the [`Transmit`] sink engines write frames into.
 #![no_std]
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod fragment;
 pub mod offload;
 pub mod segment;
 
