@@ -818,12 +818,58 @@ user_data = "#cloud-config\n"
     }
 
     #[test]
-    fn unavailable_kinds_are_listed_not_dropped() {
+    fn a_router_takes_each_gateway_then_the_external_nic_and_its_floating_ips() {
         let p = plan(&format!(
-            "{FILE}\n[[router]]\nname = \"r1\"\ninterfaces = [\"sub1\"]\n"
+            "{FILE}
+[[network]]
+name = \"ext\"
+external = true
+
+[[router]]
+name = \"r1\"
+interfaces = [\"sub1\"]
+external_gateway = {{ network = \"ext\", ip = \"203.0.113.101\" }}
+
+[[floating_ip]]
+ip = \"203.0.113.102\"
+network = \"ext\"
+port = \"vm1\"
+"
         ));
-        let missing: Vec<&str> = p.unavailable().map(|a| a.id.as_str()).collect();
-        assert!(missing.contains(&"router/r1"), "{missing:?}");
+        assert_eq!(p.unavailable().count(), 0, "every kind has an image now");
         assert_eq!(p.routers[0].appliance, "router/r1");
+        let config = p.appliance("router/r1").unwrap().config.as_ref().unwrap();
+        let Role::Router(role) = &config.role else {
+            panic!("{config:?}")
+        };
+        let addrs: Vec<String> = config
+            .nics
+            .iter()
+            .map(|n| n.addresses[0].to_string())
+            .collect();
+        // No external subnet: the external network is on-link as a whole.
+        assert_eq!(addrs, ["192.168.1.1/24", "203.0.113.101/0"]);
+        assert_eq!(role.external_nic, Some(1));
+        assert!(role.enable_snat);
+        assert_eq!(role.default_gateway, None);
+        assert_eq!(
+            role.floating_ips,
+            [FloatingIp {
+                floating: "203.0.113.102".parse().unwrap(),
+                fixed: "192.168.1.11".parse().unwrap(),
+            }]
+        );
+        // Re-pointing is a live change, not a reboot.
+        let mut moved = config.clone();
+        if let Role::Router(r) = &mut moved.role {
+            r.floating_ips.clear();
+        }
+        assert_eq!(shape(config), shape(&moved));
+        assert_eq!(
+            live_changes(config, &moved),
+            [Op::FloatingIpRemove {
+                floating: "203.0.113.102".parse().unwrap()
+            }]
+        );
     }
 }
