@@ -781,8 +781,7 @@ impl Gateway {
         // checksum partial: keep it partial, relative to the inner frame, for the tenant
         // NIC (the transmit set finishes it where the device cannot).
         let inner_at = ETHERNET_HEADER_LEN + ihl + 16;
-        let inner_offload = if offload.needs_csum() && usize::from(offload.csum_start) >= inner_at
-        {
+        let inner_offload = if offload.needs_csum() && usize::from(offload.csum_start) >= inner_at {
             Offload {
                 flags: F_NEEDS_CSUM,
                 csum_start: offload.csum_start - inner_at as u16,

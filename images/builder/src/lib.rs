@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every appliance image, by binary name.
-pub const IMAGES: &[&str] = &["ping", "dhcp", "metadata", "router", "vxlan", "wire", "floor"];
+pub const IMAGES: &[&str] = &[
+    "ping", "dhcp", "metadata", "router", "vxlan", "wire", "floor",
+];
 pub const TARGET: &str = "x86_64-unknown-none";
 
 #[derive(Debug, thiserror::Error)]

@@ -57,7 +57,10 @@ mod image {
         let Role::Router(role) = &boot.config.role else {
             fatal(
                 exit_code::APPLIANCE,
-                format_args!("this image routes, the config asks for {:?}", boot.config.role),
+                format_args!(
+                    "this image routes, the config asks for {:?}",
+                    boot.config.role
+                ),
             )
         };
         let (configs, nics) = forwarder::nics(&boot);

@@ -14,9 +14,9 @@ mod image {
     use nanovnf_images::forwarder::{self, Datapath};
     use nanovnf_kernel::arch::timer;
     use nanovnf_kernel::{exit_code, fatal};
-    use nanovnf_vxlan::Gateway;
     use nanovnf_schema::Role;
     use nanovnf_schema::control::{Counter, Op};
+    use nanovnf_vxlan::Gateway;
 
     struct Path(Gateway);
 
