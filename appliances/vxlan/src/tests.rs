@@ -249,6 +249,38 @@ fn decapsulation_delivers_exactly_the_inner_frame() {
     assert_eq!(counter(&g, "learnt"), 1);
 }
 
+/// Linux's vxlan over a veth on the same host may leave the inner L4 checksum partial;
+/// the tenant NIC gets it still partial, its start moved to the inner frame's coordinates.
+#[test]
+fn an_inner_partial_checksum_stays_partial_relative_to_the_inner_frame() {
+    use nanovnf_frame::offload::F_NEEDS_CSUM;
+    let (mut g, mut tx) = ready(2);
+    let inner = udp_frame([0xff; 6], vm(7), 68, 67, b"partial");
+    let outer = from_vtep(1, VNI, &inner);
+    let inner_at = outer.len() - inner.len();
+    let partial = Offload {
+        flags: F_NEEDS_CSUM,
+        csum_start: (inner_at + 34) as u16,
+        csum_offset: 6,
+        ..Offload::default()
+    };
+    assert_eq!(
+        g.handle(5, UNDERLAY, &outer, &partial, &mut tx),
+        Outcome::Decapsulated
+    );
+    let (nic, offload, frame) = tx.frames.pop().expect("delivered");
+    assert_eq!((nic, frame), (TENANT, inner.clone()));
+    assert_eq!(offload.flags, F_NEEDS_CSUM);
+    assert_eq!((offload.csum_start, offload.csum_offset), (34, 6));
+    // A partial *outer* checksum says nothing about the inner frame.
+    let outer_partial = Offload {
+        csum_start: 34,
+        ..partial
+    };
+    g.handle(6, UNDERLAY, &outer, &outer_partial, &mut tx);
+    assert_eq!(tx.take(), vec![(TENANT, inner)]);
+}
+
 #[test]
 fn bad_outer_frames_are_dropped_by_reason() {
     let (mut g, mut tx) = ready(2);
