@@ -76,27 +76,9 @@ pub fn encode(
 }
 
 /// A reader that yields zeros once the input is exhausted.
-struct Reader<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> u8 {
-        match self.data.split_first() {
-            Some((&b, rest)) => {
-                self.data = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (head, rest) = self.data.split_at(n.min(self.data.len()));
-        self.data = rest;
-        head
-    }
-}
+#[path = "reader.rs"]
+mod reader;
+use reader::Reader;
 
 /// Config variant `v`, all serving 192.168.1.0/24 from [`SERVER_IP`].
 pub fn config(v: u8, mtu: u16) -> ServerConfig {

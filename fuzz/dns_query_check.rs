@@ -61,27 +61,9 @@ pub fn encode(h0: u8, h1: u8, records: &[(u8, u8, u8, &[u8])]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> u8 {
-        match self.data.split_first() {
-            Some((&b, rest)) => {
-                self.data = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (head, rest) = self.data.split_at(n.min(self.data.len()));
-        self.data = rest;
-        head
-    }
-}
+#[path = "reader.rs"]
+mod reader;
+use reader::Reader;
 
 /// Hostname from arbitrary bytes: letters, digits and dashes kept, the rest mapped onto
 /// them (and an occasional dot).

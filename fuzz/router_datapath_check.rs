@@ -86,28 +86,9 @@ pub fn encode(header: [u8; 4], records: &[(u8, u8, u8, u8, &[u8])]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.data.split_first() {
-            Some((&b, rest)) => {
-                self.data = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.data.len());
-        let (a, b) = self.data.split_at(n);
-        self.data = b;
-        a
-    }
-}
+#[path = "reader.rs"]
+mod reader;
+use reader::Reader;
 
 fn sum(data: &[u8], mut s: u32) -> u32 {
     for c in data.chunks(2) {

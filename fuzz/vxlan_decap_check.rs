@@ -143,28 +143,9 @@ pub fn encode(header: [u8; 3], records: &[(u8, u8, u8, &[u8])]) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> u8 {
-        match self.data.split_first() {
-            Some((&b, rest)) => {
-                self.data = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head
-    }
-}
+#[path = "reader.rs"]
+mod reader;
+use reader::Reader;
 
 /// Every frame the gateway sent, by NIC.
 #[derive(Default)]
