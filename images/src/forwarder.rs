@@ -37,6 +37,47 @@ pub trait Datapath {
     fn counters(&self) -> Vec<Counter>;
 }
 
+/// The engines already have the [`Datapath`] methods; this lends them the trait.
+macro_rules! engine_datapath {
+    ($engine:ty) => {
+        impl Datapath for $engine {
+            fn start(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
+                <$engine>::start(self, now_ms, tx);
+            }
+
+            fn handle(
+                &mut self,
+                now_ms: u64,
+                nic: usize,
+                frame: &mut [u8],
+                offload: &Offload,
+                tx: &mut dyn Transmit,
+            ) {
+                <$engine>::handle(self, now_ms, nic, frame, offload, tx);
+            }
+
+            fn poll(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
+                <$engine>::poll(self, now_ms, tx);
+            }
+
+            fn poll_at_ms(&self) -> Option<u64> {
+                <$engine>::poll_at_ms(self)
+            }
+
+            fn apply(&mut self, op: &Op, now_ms: u64, tx: &mut dyn Transmit) -> Result<(), String> {
+                <$engine>::apply(self, op, now_ms, tx)
+            }
+
+            fn counters(&self) -> Vec<Counter> {
+                <$engine>::counters(self)
+            }
+        }
+    };
+}
+
+engine_datapath!(nanovnf_router::Router);
+engine_datapath!(nanovnf_vxlan::Gateway);
+
 /// The configured NICs, with offloads asked for, in configuration order.
 pub fn nics(boot: &Boot) -> (Vec<NicConfig>, Vec<Nic>) {
     glue::configured_nics_with(boot, NetConfig::offload())

@@ -5,52 +5,11 @@
 
 #[cfg(target_os = "none")]
 mod image {
-    extern crate alloc;
-
-    use alloc::string::String;
-    use alloc::vec::Vec;
-    use nanovnf_frame::{Offload, Transmit};
-    use nanovnf_images::forwarder::{self, Datapath};
+    use nanovnf_images::forwarder;
     use nanovnf_kernel::arch::timer;
     use nanovnf_kernel::{exit_code, fatal};
     use nanovnf_router::Router;
     use nanovnf_schema::Role;
-    use nanovnf_schema::control::{Counter, Op};
-
-    struct Path(Router);
-
-    impl Datapath for Path {
-        fn start(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
-            self.0.start(now_ms, tx);
-        }
-
-        fn handle(
-            &mut self,
-            now_ms: u64,
-            nic: usize,
-            frame: &mut [u8],
-            offload: &Offload,
-            tx: &mut dyn Transmit,
-        ) {
-            self.0.handle(now_ms, nic, frame, offload, tx);
-        }
-
-        fn poll(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
-            self.0.poll(now_ms, tx);
-        }
-
-        fn poll_at_ms(&self) -> Option<u64> {
-            self.0.poll_at_ms()
-        }
-
-        fn apply(&mut self, op: &Op, now_ms: u64, tx: &mut dyn Transmit) -> Result<(), String> {
-            self.0.apply(op, now_ms, tx)
-        }
-
-        fn counters(&self) -> Vec<Counter> {
-            self.0.counters()
-        }
-    }
 
     fn main() -> ! {
         let boot = nanovnf_kernel::init();
@@ -76,7 +35,7 @@ mod image {
             role.floating_ips.len(),
             role.conntrack_capacity
         );
-        forwarder::run(&boot, nics, Path(router))
+        forwarder::run(&boot, nics, router)
     }
 
     nanovnf_kernel::entry!(main);

@@ -6,52 +6,11 @@
 
 #[cfg(target_os = "none")]
 mod image {
-    extern crate alloc;
-
-    use alloc::string::String;
-    use alloc::vec::Vec;
-    use nanovnf_frame::{Offload, Transmit};
-    use nanovnf_images::forwarder::{self, Datapath};
+    use nanovnf_images::forwarder;
     use nanovnf_kernel::arch::timer;
     use nanovnf_kernel::{exit_code, fatal};
     use nanovnf_schema::Role;
-    use nanovnf_schema::control::{Counter, Op};
     use nanovnf_vxlan::Gateway;
-
-    struct Path(Gateway);
-
-    impl Datapath for Path {
-        fn start(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
-            self.0.start(now_ms, tx);
-        }
-
-        fn handle(
-            &mut self,
-            now_ms: u64,
-            nic: usize,
-            frame: &mut [u8],
-            offload: &Offload,
-            tx: &mut dyn Transmit,
-        ) {
-            self.0.handle(now_ms, nic, frame, offload, tx);
-        }
-
-        fn poll(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
-            self.0.poll(now_ms, tx);
-        }
-
-        fn poll_at_ms(&self) -> Option<u64> {
-            self.0.poll_at_ms()
-        }
-
-        fn apply(&mut self, op: &Op, now_ms: u64, tx: &mut dyn Transmit) -> Result<(), String> {
-            self.0.apply(op, now_ms, tx)
-        }
-
-        fn counters(&self) -> Vec<Counter> {
-            self.0.counters()
-        }
-    }
 
     fn main() -> ! {
         let boot = nanovnf_kernel::init();
@@ -77,7 +36,7 @@ mod image {
             role.static_entries.len(),
             role.arp_responder
         );
-        forwarder::run(&boot, nics, Path(gateway))
+        forwarder::run(&boot, nics, gateway)
     }
 
     nanovnf_kernel::entry!(main);
