@@ -2,10 +2,10 @@
 //! several NICs, and iperf3 between two namespaces of a [`World`], read from its JSON.
 
 use crate::World;
-use crate::appliance::{READY_TIMEOUT, image};
+use crate::appliance::{self, READY_TIMEOUT, appliance_mac};
 use anyhow::{Context, bail};
-use nanovnf_qemu::{Accel, Nic, Vm, VmSpec};
-use nanovnf_schema::BootConfig;
+use nanovnf_qemu::{Accel, Nic, Vm};
+use nanovnf_schema::{BootConfig, LogLevel, NicConfig, Role};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -29,12 +29,7 @@ pub fn boot_forwarder(
     if taps.len() != config.nics.len() {
         bail!("{name}: {} taps for {} NICs", taps.len(), config.nics.len());
     }
-    let run_dir = std::env::temp_dir()
-        .join("nanovnf-tests")
-        .join(world.prefix());
-    let mut spec = VmSpec::new(name, image(image_name)?)
-        .run_dir(run_dir)
-        .netns(world.host_ns())
+    let mut spec = appliance::spec(world, name, image_name, &[])?
         .memory_mib(FORWARDER_MEMORY_MIB)
         .accel(accel)
         .control(true)
@@ -50,6 +45,58 @@ pub fn boot_forwarder(
     vm.wait_ready(READY_TIMEOUT)
         .with_context(|| format!("{name} ready"))?;
     Ok(vm)
+}
+
+/// A wire appliance's configuration: two NICs without addresses, MTU 1500.
+pub fn wire_config(world: &World, name: &str) -> BootConfig {
+    BootConfig {
+        generation: 1,
+        name: name.to_owned(),
+        log_level: LogLevel::Info,
+        nics: (0..2)
+            .map(|i| NicConfig {
+                mac: appliance_mac(world, i),
+                addresses: Vec::new(),
+                mtu: 1500,
+            })
+            .collect(),
+        role: Role::Wire,
+    }
+}
+
+/// `--accel tcg,kvm` of the forwarding benchmarks.
+pub fn accels(value: &str) -> anyhow::Result<Vec<Accel>> {
+    value
+        .split(',')
+        .map(|a| match a {
+            "tcg" => Ok(Accel::Tcg),
+            "kvm" => Ok(Accel::Kvm),
+            _ => bail!("--accel {a:?}: tcg or kvm"),
+        })
+        .collect()
+}
+
+/// An iperf3 result (or its failure) for a benchmark's JSON report.
+pub fn iperf_json(result: &anyhow::Result<Iperf>) -> Value {
+    match result {
+        Ok(i) => serde_json::json!({"bits_per_second": i.bits_per_second,
+                                    "packets_per_second": i.packets_per_second,
+                                    "lost_percent": i.lost_percent}),
+        Err(e) => serde_json::json!({"error": format!("{e:#}")}),
+    }
+}
+
+/// Table cells for an iperf3 result: TCP Gbit/s, UDP packets/s with loss.
+pub fn gbits_cell(result: &anyhow::Result<Iperf>) -> String {
+    result.as_ref().map_or("failed".into(), |i| {
+        format!("{:.2}", i.bits_per_second / 1e9)
+    })
+}
+
+pub fn packets_cell(result: &anyhow::Result<Iperf>) -> String {
+    result.as_ref().map_or("failed".into(), |i| {
+        format!("{:.0} ({:.0}% lost)", i.packets_per_second, i.lost_percent)
+    })
 }
 
 /// What one iperf3 run measured, from the client's JSON.

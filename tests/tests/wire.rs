@@ -2,9 +2,7 @@
 //! frames (superframes with their offload header included) between its two NICs.
 
 use nanovnf_qemu::Accel;
-use nanovnf_schema::{BootConfig, LogLevel, NicConfig, Role};
-use nanovnf_tests::appliance::appliance_mac;
-use nanovnf_tests::forward::{boot_forwarder, iperf3};
+use nanovnf_tests::forward::{boot_forwarder, iperf3, wire_config};
 use nanovnf_tests::{World, environment_ready};
 use std::time::Duration;
 
@@ -25,19 +23,7 @@ fn wire_carries_ping_and_tcp(name: &str, offloads: bool) {
     let b = world
         .add_instance("b", &right, Some("198.19.40.2/24"), None, 1500)
         .expect("instance");
-    let config = BootConfig {
-        generation: 1,
-        name: name.to_owned(),
-        log_level: LogLevel::Info,
-        nics: (0..2)
-            .map(|i| NicConfig {
-                mac: appliance_mac(&world, i),
-                addresses: Vec::new(),
-                mtu: 1500,
-            })
-            .collect(),
-        role: Role::Wire,
-    };
+    let config = wire_config(&world, name);
     let vm = boot_forwarder(
         &world,
         name,

@@ -23,7 +23,7 @@ use nanovnf_schema::router::{DEFAULT_CONNTRACK_CAPACITY, FloatingIp, RouterRole}
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{Iperf, boot_forwarder, iperf3};
+use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 
@@ -77,16 +77,7 @@ fn run() -> anyhow::Result<bool> {
     for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
         match flag.as_str() {
             "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
-            "--accel" => {
-                accels = value
-                    .split(',')
-                    .map(|a| match a {
-                        "tcg" => Ok(Accel::Tcg),
-                        "kvm" => Ok(Accel::Kvm),
-                        _ => bail!("--accel {a:?}: tcg or kvm"),
-                    })
-                    .collect::<anyhow::Result<_>>()?
-            }
+            "--accel" => accels = forward::accels(&value)?,
             "--offloads" => {
                 offloads = value
                     .split(',')
@@ -162,13 +153,7 @@ fn run() -> anyhow::Result<bool> {
 }
 
 fn row_json(r: &Row) -> Value {
-    let res = |x: &anyhow::Result<Iperf>| match x {
-        Ok(i) => json!({"bits_per_second": i.bits_per_second,
-                        "packets_per_second": i.packets_per_second,
-                        "lost_percent": i.lost_percent}),
-        Err(e) => json!({"error": format!("{e:#}")}),
-    };
-    json!({"case": r.case, "tcp": res(&r.tcp), "udp_64": res(&r.udp),
+    json!({"case": r.case, "tcp": forward::iperf_json(&r.tcp), "udp_64": forward::iperf_json(&r.udp),
            "qemu_cpu_per_second": r.qemu_cpu, "ready_ms": r.ready_ms})
 }
 
@@ -183,14 +168,7 @@ fn print_table(rows: &[Row]) {
         "", "", "", "", ""
     );
     for r in rows {
-        let tcp = match &r.tcp {
-            Ok(i) => format!("{:.2}", i.bits_per_second / 1e9),
-            Err(_) => "failed".into(),
-        };
-        let udp = match &r.udp {
-            Ok(i) => format!("{:.0} ({:.0}% lost)", i.packets_per_second, i.lost_percent),
-            Err(_) => "failed".into(),
-        };
+        let (tcp, udp) = (forward::gbits_cell(&r.tcp), forward::packets_cell(&r.udp));
         let cpu = r
             .qemu_cpu
             .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
@@ -278,19 +256,7 @@ fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
                     &outside.ifname,
                 ],
             )?;
-            let config = BootConfig {
-                generation: 1,
-                name: "wire".into(),
-                log_level: LogLevel::Info,
-                nics: (0..2)
-                    .map(|i| NicConfig {
-                        mac: appliance_mac(&world, i),
-                        addresses: Vec::new(),
-                        mtu: 1500,
-                    })
-                    .collect(),
-                role: Role::Wire,
-            };
+            let config = wire_config(&world, "wire");
             vm = Some(boot_forwarder(
                 &world,
                 "wire",

@@ -20,7 +20,7 @@ use nanovnf_schema::vxlan::{DEFAULT_AGEING_SECS, DEFAULT_FDB_CAPACITY, VxlanRole
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{Iperf, boot_forwarder, iperf3};
+use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
@@ -64,16 +64,7 @@ fn run() -> anyhow::Result<bool> {
     for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
         match flag.as_str() {
             "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
-            "--accel" => {
-                accels = value
-                    .split(',')
-                    .map(|a| match a {
-                        "tcg" => Ok(Accel::Tcg),
-                        "kvm" => Ok(Accel::Kvm),
-                        _ => bail!("--accel {a:?}: tcg or kvm"),
-                    })
-                    .collect::<anyhow::Result<_>>()?
-            }
+            "--accel" => accels = forward::accels(&value)?,
             "--seconds" => seconds = bench::positive(&flag, &value)?,
             "--json" => json_path = Some(value),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
@@ -110,12 +101,7 @@ fn run() -> anyhow::Result<bool> {
     );
     println!("|{:-<22}|{:->12}|{:->26}|{:->11}|", "", "", "", "");
     for r in &rows {
-        let tcp = r.tcp.as_ref().map_or("failed".into(), |i| {
-            format!("{:.2}", i.bits_per_second / 1e9)
-        });
-        let udp = r.udp.as_ref().map_or("failed".into(), |i| {
-            format!("{:.0} ({:.0}% lost)", i.packets_per_second, i.lost_percent)
-        });
+        let (tcp, udp) = (forward::gbits_cell(&r.tcp), forward::packets_cell(&r.udp));
         let cpu = r
             .qemu_cpu
             .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
@@ -132,16 +118,10 @@ fn run() -> anyhow::Result<bool> {
         }
     }
     if let Some(path) = json_path {
-        let res = |x: &anyhow::Result<Iperf>| match x {
-            Ok(i) => json!({"bits_per_second": i.bits_per_second,
-                            "packets_per_second": i.packets_per_second,
-                            "lost_percent": i.lost_percent}),
-            Err(e) => json!({"error": format!("{e:#}")}),
-        };
         let report = json!({
             "seconds": seconds,
-            "rows": rows.iter().map(|r| json!({"case": r.case, "tcp": res(&r.tcp),
-                "udp_64": res(&r.udp), "qemu_cpu_per_second": r.qemu_cpu}))
+            "rows": rows.iter().map(|r| json!({"case": r.case, "tcp": forward::iperf_json(&r.tcp),
+                "udp_64": forward::iperf_json(&r.udp), "qemu_cpu_per_second": r.qemu_cpu}))
                 .collect::<Vec<Value>>(),
         });
         if path == "-" {
@@ -232,19 +212,7 @@ fn measure(target: &str, accel: Option<Accel>, seconds: usize) -> anyhow::Result
             )?;
             let tt = world.add_tap("tt", &tenant, OVERLAY_MTU)?;
             let tu = world.add_tap("tu", &underlay, 1500)?;
-            let config = BootConfig {
-                generation: 1,
-                name: "wire".into(),
-                log_level: LogLevel::Info,
-                nics: (0..2)
-                    .map(|i| NicConfig {
-                        mac: appliance_mac(&world, i),
-                        addresses: Vec::new(),
-                        mtu: 1500,
-                    })
-                    .collect(),
-                role: Role::Wire,
-            };
+            let config = wire_config(&world, "wire");
             vm = Some(boot_forwarder(
                 &world,
                 "wire",
