@@ -134,13 +134,15 @@ fn peer_echo_server(world: &mut World, ns: &str, proto: &str, tag: &str) {
     world.spawn(ns, cmd).expect("socat server");
 }
 
-/// What a server at `dst` answered (its tag and the client address it saw), or "".
+/// What a server at `dst` answered (its tag and the client address it saw), asking until
+/// one answers or 8 s pass (then "").
 fn ask(world: &World, ns: &str, proto: &str, dst: Ipv4Addr) -> String {
     let target = match proto {
         "tcp" => format!("TCP:{dst}:7000,connect-timeout=3"),
         _ => format!("UDP:{dst}:7000"),
     };
-    for _ in 0..20 {
+    let mut text = String::new();
+    nanovnf_tests::wait_until(Duration::from_secs(8), Duration::from_millis(200), || {
         let out = world
             .exec(
                 ns,
@@ -151,13 +153,10 @@ fn ask(world: &World, ns: &str, proto: &str, dst: Ipv4Addr) -> String {
                 ],
             )
             .expect("socat client");
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if !text.is_empty() {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    String::new()
+        text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        !text.is_empty()
+    });
+    text
 }
 
 fn pings(world: &World, inst: &Instance, dst: Ipv4Addr) -> bool {

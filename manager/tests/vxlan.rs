@@ -65,14 +65,15 @@ remote_vtep = "{THIRD_VTEP}"
 }
 
 /// A remote host on the underlay bridge at `vtep`, with Linux's vxlan device `vx0`
-/// (VNI 1001, port 4789, towards our local_vtep) carrying `mac`: the remote instance.
+/// (VNI 1001, port 4789, towards our local_vtep) carrying `mac`: the remote instance,
+/// and the host's underlay interface (where its VXLAN packets can be captured).
 fn remote_host(
     host: &mut Host,
     short: &str,
     underlay_bridge: &str,
     vtep: &str,
     mac: [u8; 6],
-) -> Instance {
+) -> (Instance, String) {
     host.world.adopt_bridge(underlay_bridge);
     let rh = host
         .world
@@ -100,13 +101,14 @@ fn remote_host(
             &["link", "set", "vx0", "mtu", &MTU.to_string(), "up"],
         )
         .expect("vx0 up");
-    Instance {
+    let instance = Instance {
         ns: rh.ns.clone(),
         ifname: "vx0".into(),
         mac,
         addr: None,
         host_port: rh.host_port.clone(),
-    }
+    };
+    (instance, rh.ifname)
 }
 
 fn underlay_bridge(host: &Host) -> String {
@@ -126,40 +128,72 @@ fn underlay_bridge(host: &Host) -> String {
         .expect("the underlay bridge")
 }
 
-/// VXLAN packets `ns` sees on `ifname` while `during` runs, counted by tcpdump with
-/// `filter` added to "udp port 4789".
-fn vxlan_packets(
-    host: &mut Host,
-    ns: &str,
-    ifname: &str,
-    filter: &str,
-    during: impl FnOnce(&Host),
-) -> usize {
-    let expr = if filter.is_empty() {
-        "udp port 4789".to_owned()
-    } else {
-        format!("udp port 4789 and {filter}")
-    };
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg("tcpdump")
-        .args(["-n", "-l", "-e", "-i", ifname, &expr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    host.world.track_pid(child.id());
-    std::thread::sleep(Duration::from_millis(700));
-    during(host);
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child, not reaped yet.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+/// A running tcpdump of VXLAN packets (port 4789 and `filter`) on `ifname` in `ns`.
+struct Capture {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    what: String,
+}
+
+impl Capture {
+    /// Starts tcpdump and returns once it listens (its "listening on" line).
+    fn start(host: &mut Host, ns: &str, ifname: &str, filter: &str) -> Capture {
+        use std::io::BufRead;
+        let expr = format!("udp port 4789 and {filter}");
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "tcpdump",
+                "-n",
+                "-l",
+                "-e",
+                "--immediate-mode",
+            ])
+            .args(["-i", ifname, &expr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        host.world.track_pid(child.id());
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            let n = stderr.read_line(&mut line).expect("tcpdump stderr");
+            assert!(n > 0, "tcpdump in {ns} exited before listening");
+        }
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Capture {
+            child,
+            lines,
+            what: format!("{ns}/{ifname} ({expr})"),
+        }
     }
-    let out = child.wait_with_output().expect("tcpdump output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("tcpdump on {ns}/{ifname} ({expr}):\n{text}");
-    text.lines().filter(|l| !l.trim().is_empty()).count()
+
+    fn count(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    /// Stops tcpdump and returns how many packets it printed.
+    fn stop(mut self) -> usize {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let lines = self.lines.lock().unwrap();
+        eprintln!("tcpdump on {}:\n{}", self.what, lines.join("\n"));
+        lines.len()
+    }
 }
 
 #[test]
@@ -188,8 +222,8 @@ fn gateway_interoperates_with_linux_vxlan() {
         .collect();
     assert!(kinds.contains(&"vxlan"), "{status}");
     let ul = underlay_bridge(&host);
-    let remote = remote_host(&mut host, "rh", &ul, REMOTE_VTEP, REMOTE_MAC);
-    let third = remote_host(&mut host, "rh3", &ul, THIRD_VTEP, THIRD_MAC);
+    let (remote, remote_if) = remote_host(&mut host, "rh", &ul, REMOTE_VTEP, REMOTE_MAC);
+    let (third, third_if) = remote_host(&mut host, "rh3", &ul, THIRD_VTEP, THIRD_MAC);
 
     // The remote instance takes its lease from our DHCP appliance, across the overlay,
     // with the overlay's MTU.
@@ -243,75 +277,74 @@ fn gateway_interoperates_with_linux_vxlan() {
             .unwrap(),
         "remote -> local"
     );
-    // TCP both ways (busybox nc).
+    // TCP both ways (socat serves, busybox nc asks until the server listens).
     for (server, client, dst) in [(&remote, &local, REMOTE_IP), (&local, &remote, LOCAL_IP)] {
         let mut srv = Command::new("socat");
         srv.args(["TCP-LISTEN:7100,reuseaddr", "SYSTEM:echo over-the-overlay"])
             .stdout(Stdio::null());
         host.world.spawn(&server.ns, srv).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let out = host
-            .world
-            .exec(
-                &client.ns,
-                &["busybox", "nc", "-w", "3", &dst.to_string(), "7100"],
-            )
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let mut text = String::new();
+        nanovnf_tests::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            let out = host
+                .world
+                .exec(
+                    &client.ns,
+                    &["busybox", "nc", "-w", "3", &dst.to_string(), "7100"],
+                )
+                .unwrap();
+            text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains("over-the-overlay")
+        });
         assert!(text.contains("over-the-overlay"), "TCP to {dst}: {text:?}");
     }
 
     // Unicast goes to the right VTEP only: the third VTEP sees none of 20 pings.
-    let third_ns = third.ns.clone();
-    let third_if = host.world.ip(&third_ns, &["-o", "link", "show"]).unwrap();
-    let third_if = third_if
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap().to_owned())
-        .find(|n| n != "lo" && n != "vx0")
-        .unwrap();
-    let to_third = format!("dst host {THIRD_VTEP}");
-    let seen = vxlan_packets(&mut host, &third_ns, &third_if, &to_third, |h| {
-        let _ = local.ping(&h.world, REMOTE_IP, 20, Duration::from_secs(10));
-    });
-    assert_eq!(
-        seen, 0,
-        "the third VTEP received unicast meant for the remote one"
+    let quiet = Capture::start(
+        &mut host,
+        &third.ns,
+        &third_if,
+        &format!("dst host {THIRD_VTEP}"),
     );
-    // ... while the same capture on the remote VTEP sees every echo request.
-    let remote_ns = remote.ns.clone();
-    let remote_if = host.world.ip(&remote_ns, &["-o", "link", "show"]).unwrap();
-    let remote_if = remote_if
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap().to_owned())
-        .find(|n| n != "lo" && n != "vx0")
-        .unwrap();
-    let to_remote = format!("dst host {REMOTE_VTEP}");
-    let seen = vxlan_packets(&mut host, &remote_ns, &remote_if, &to_remote, |h| {
-        let _ = local.ping(&h.world, REMOTE_IP, 20, Duration::from_secs(10));
-    });
+    let busy = Capture::start(
+        &mut host,
+        &remote.ns,
+        &remote_if,
+        &format!("dst host {REMOTE_VTEP}"),
+    );
+    let _ = local.ping(&host.world, REMOTE_IP, 20, Duration::from_secs(10));
+    // Every echo request reaches the remote VTEP (which shows the capture works) ...
     assert!(
-        seen >= 20,
-        "the remote VTEP saw {seen} VXLAN packets for 20 pings"
+        nanovnf_tests::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            busy.count() >= 20
+        }),
+        "the remote VTEP saw {} VXLAN packets for 20 pings",
+        busy.count()
+    );
+    busy.stop();
+    // ... and none reaches the third.
+    assert_eq!(
+        quiet.stop(),
+        0,
+        "the third VTEP received unicast meant for the remote one"
     );
 
     // ARP responder: the local instance's ARP for the remote instance is answered by the
     // gateway; no ARP crosses the overlay (inner EtherType 0x0806 at UDP offset 28).
-    let arps = vxlan_packets(
+    let arp_capture = Capture::start(
         &mut host,
-        &remote_ns,
+        &remote.ns,
         &remote_if,
         &format!("dst host {REMOTE_VTEP} and udp[28:2] = 0x0806"),
-        |h| {
-            h.world.ip(&local.ns, &["neigh", "flush", "all"]).unwrap();
-            assert!(
-                local
-                    .ping(&h.world, REMOTE_IP, 2, Duration::from_secs(6))
-                    .unwrap()
-            );
-        },
     );
+    host.world
+        .ip(&local.ns, &["neigh", "flush", "all"])
+        .unwrap();
+    assert!(
+        local
+            .ping(&host.world, REMOTE_IP, 2, Duration::from_secs(6))
+            .unwrap()
+    );
+    let arps = arp_capture.stop();
     assert_eq!(
         arps, 0,
         "an ARP request crossed the overlay despite the ARP responder"

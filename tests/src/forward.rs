@@ -110,7 +110,8 @@ pub struct Iperf {
 }
 
 /// Runs `iperf3 -s` in `server_ns`, then the client in `client_ns` against `server`
-/// with `client_args` (e.g. `["-t", "3"]` or `["-u", "-l", "64", "-b", "0"]`).
+/// with `client_args` (e.g. `["-t", "3"]` or `["-u", "-l", "64", "-b", "0"]`), retrying
+/// the connection for up to 5 s while the server starts.
 pub fn iperf3(
     world: &mut World,
     server_ns: &str,
@@ -126,25 +127,26 @@ pub fn iperf3(
         .stdout(std::process::Stdio::null());
     let server_pid = world.spawn(server_ns, server_cmd)?;
     // The server listens within a few ms; retry the client's connect briefly.
-    let mut last = String::new();
-    for _ in 0..50 {
-        let server_s = server.to_string();
-        let mut argv = vec!["iperf3", "-c", &server_s, "-p", &port_s, "-J"];
-        argv.extend_from_slice(client_args);
-        let out = world.exec(client_ns, &argv)?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            let _ = world.kill(server_pid);
-            return parse_iperf(&text);
-        }
-        last = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
-        if !last.contains("connect") && !last.contains("Connection refused") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server_s = server.to_string();
+    let mut argv = vec!["iperf3", "-c", &server_s, "-p", &port_s, "-J"];
+    argv.extend_from_slice(client_args);
+    let mut result = Err(anyhow::anyhow!("iperf3 did not run"));
+    crate::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        result = world.exec(client_ns, &argv).and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                return parse_iperf(&text);
+            }
+            bail!(
+                "iperf3 to {server} failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        // Only a server that does not listen yet is worth another try.
+        !matches!(&result, Err(e) if format!("{e:#}").contains("onnect"))
+    });
     let _ = world.kill(server_pid);
-    bail!("iperf3 to {server} failed: {last}")
+    result
 }
 
 pub fn parse_iperf(json: &str) -> anyhow::Result<Iperf> {
