@@ -117,43 +117,82 @@ pub struct NetStats {
     pub tx_no_buffer: u64,
 }
 
-/// A fixed pool of equally sized DMA buffers, buffer `i` at `i * buf_len`.
-struct Buffers {
-    mem: DmaRegion,
-    buf_len: usize,
+/// Bytes before each buffer's virtio-net header: room for a forwarder to write headers in
+/// front of a received frame (VXLAN's 50) and send it from the same buffer.
+pub const HEADROOM: usize = 64;
+
+/// The buffers behind a ring's descriptors. A ring starts with `count` slots of its own
+/// memory (`HEADROOM` + `buf_len` bytes each); a zero-copy hand-over ([`TxSet`]) gives a
+/// receive slot to a transmit descriptor and one of that ring's free slots to the receive
+/// descriptor, so slots move between rings. Their memory is therefore never freed (see
+/// [`DmaRegion::leak`]), and each descriptor's slot is looked up in `addrs`. A slot
+/// belongs to exactly one descriptor of one ring at a time.
+struct Slots {
+    addrs: Vec<u64>,
+    stride: usize,
 }
 
-impl Buffers {
+impl Slots {
     fn new(count: u16, buf_len: usize) -> Result<Self, NetError> {
-        let mem = DmaRegion::new(usize::from(count) * buf_len).ok_or(NetError::OutOfMemory)?;
-        Ok(Self { mem, buf_len })
+        let stride = HEADROOM + buf_len;
+        let base = DmaRegion::new(usize::from(count) * stride)
+            .ok_or(NetError::OutOfMemory)?
+            .leak();
+        let addrs = (0..u64::from(count))
+            .map(|i| base + i * stride as u64)
+            .collect();
+        Ok(Self { addrs, stride })
     }
 
-    fn addr(&self, id: u16) -> u64 {
-        self.mem.addr(usize::from(id) * self.buf_len)
+    fn buf_len(&self) -> usize {
+        self.stride - HEADROOM
+    }
+
+    /// Where descriptor `id`'s buffer (its virtio-net header) starts.
+    fn buf(&self, id: u16) -> u64 {
+        self.addrs[usize::from(id)] + HEADROOM as u64
+    }
+
+    /// `len` bytes of descriptor `id`'s buffer from `offset` (which may reach back into
+    /// the headroom down to `-HEADROOM`).
+    ///
+    /// # Safety
+    /// The device must not own the descriptor (it is free, or was returned through the
+    /// used ring and not yet published again), and no other view of these bytes may live.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn bytes(&self, id: u16, offset: isize, len: usize) -> &mut [u8] {
+        let from = HEADROOM
+            .checked_add_signed(offset)
+            .expect("inside the headroom");
+        assert!(from + len <= self.stride, "inside the slot");
+        // SAFETY: the slot is `stride` bytes of leaked (never freed) memory, in bounds
+        // (asserted); the caller guarantees the device and everyone else keep off it.
+        unsafe {
+            core::slice::from_raw_parts_mut((self.addrs[usize::from(id)] as *mut u8).add(from), len)
+        }
     }
 }
 
 pub struct RxRing {
     q: SplitQueue,
-    bufs: Buffers,
+    slots: Slots,
     pub stats: NetStats,
 }
 
 impl RxRing {
     pub fn new(size: u16, buf_len: usize) -> Result<Self, NetError> {
-        let mut q = SplitQueue::new(size).ok_or(NetError::OutOfMemory)?;
-        let bufs = Buffers::new(size, buf_len)?;
-        for id in 0..size {
-            q.set_desc(id, bufs.addr(id), buf_len as u32, DESC_F_WRITE);
-            q.publish(id);
-        }
-        q.suppress_interrupts(true);
-        Ok(Self {
+        let q = SplitQueue::new(size).ok_or(NetError::OutOfMemory)?;
+        let slots = Slots::new(size, buf_len)?;
+        let mut rx = Self {
             q,
-            bufs,
+            slots,
             stats: NetStats::default(),
-        })
+        };
+        for id in 0..size {
+            rx.recycle(id);
+        }
+        rx.q.suppress_interrupts(true);
+        Ok(rx)
     }
 
     /// The next received frame: (buffer id, frame length). Buffers with impossible
@@ -166,7 +205,7 @@ impl RxRing {
                 self.stats.rx_bad_length += 1;
                 continue;
             }
-            if len < NET_HDR_LEN || len > self.bufs.buf_len {
+            if len < NET_HDR_LEN || len > self.slots.buf_len() {
                 self.stats.rx_bad_length += 1;
                 self.recycle(id);
                 continue;
@@ -179,18 +218,16 @@ impl RxRing {
 
     /// The frame in buffer `id`, as returned by [`RxRing::next_frame`].
     pub fn frame(&self, id: u16, len: usize) -> &[u8] {
-        let offset = usize::from(id) * self.bufs.buf_len + NET_HDR_LEN;
         // SAFETY: the device returned this buffer through the used ring and does not touch
-        // it again until `recycle` publishes it; `len` was checked against the buffer size.
-        unsafe { self.bufs.mem.slice(offset, len) }
+        // it again until `recycle` publishes it; `&self` lends no mutable view.
+        unsafe { self.slots.bytes(id, NET_HDR_LEN as isize, len) }
     }
 
     /// The frame in buffer `id`, writable (a forwarder rewrites headers in place), with
     /// the offload facts of its virtio-net header.
     pub fn frame_mut(&mut self, id: u16, len: usize) -> (&mut [u8], Offload) {
-        let offset = usize::from(id) * self.bufs.buf_len;
         // SAFETY: as in `frame`; `&mut self` makes this the only view of the buffer.
-        let buf = unsafe { self.bufs.mem.slice_mut(offset, NET_HDR_LEN + len) };
+        let buf = unsafe { self.slots.bytes(id, 0, NET_HDR_LEN + len) };
         let (hdr, frame) = buf.split_at_mut(NET_HDR_LEN);
         let mut raw = [0u8; NET_HDR_LEN];
         raw.copy_from_slice(hdr);
@@ -199,17 +236,24 @@ impl RxRing {
 
     /// Gives buffer `id` back to the device (published now, kicked at the next flush).
     pub fn recycle(&mut self, id: u16) {
+        let (addr, len) = (self.slots.buf(id), self.slots.buf_len() as u32);
+        self.q.set_desc(id, addr, len, DESC_F_WRITE);
         self.q.publish(id);
     }
 
     pub fn has_frames(&self) -> bool {
         self.q.has_used()
     }
+
+    /// Bytes per buffer, virtio-net header included.
+    pub fn buf_len(&self) -> usize {
+        self.slots.buf_len()
+    }
 }
 
 pub struct TxRing {
     q: SplitQueue,
-    bufs: Buffers,
+    slots: Slots,
     /// What the device agreed to take: superframes, partial checksums.
     offloads: Offloads,
     free: Vec<u16>,
@@ -225,7 +269,7 @@ impl TxRing {
         q.suppress_interrupts(true);
         Ok(Self {
             q,
-            bufs: Buffers::new(size, buf_len)?,
+            slots: Slots::new(size, buf_len)?,
             offloads: Offloads::default(),
             free: (0..size).rev().collect(),
             scratch: Vec::new(),
@@ -254,7 +298,7 @@ impl TxRing {
 
     /// Largest frame one buffer holds.
     pub fn max_frame(&self) -> usize {
-        self.bufs.buf_len - NET_HDR_LEN
+        self.slots.buf_len() - NET_HDR_LEN
     }
 
     pub fn can_send(&mut self) -> bool {
@@ -262,6 +306,12 @@ impl TxRing {
             self.reclaim();
         }
         !self.free.is_empty()
+    }
+
+    /// True when the device agreed to carry `offload` as it is.
+    fn takes(&self, offload: &Offload) -> bool {
+        (!offload.is_gso() || self.offloads.tx_tso4)
+            && (!offload.needs_csum() || self.offloads.tx_csum)
     }
 
     /// Builds a frame of `len` bytes with `fill` and queues it (kicked at the next flush).
@@ -294,15 +344,14 @@ impl TxRing {
                 return fill(&mut self.scratch);
             }
         };
-        let offset = usize::from(id) * self.bufs.buf_len;
         // SAFETY: `id` came from the free list, so the device does not own this buffer.
-        let buf = unsafe { self.bufs.mem.slice_mut(offset, NET_HDR_LEN + len) };
+        let buf = unsafe { self.slots.bytes(id, 0, NET_HDR_LEN + len) };
         let (hdr, frame) = buf.split_at_mut(NET_HDR_LEN);
         let mut raw = [0u8; NET_HDR_LEN];
         offload.write(&mut raw);
         hdr.copy_from_slice(&raw);
         let r = fill(frame);
-        let addr = self.bufs.addr(id);
+        let addr = self.slots.buf(id);
         self.q.set_desc(id, addr, (NET_HDR_LEN + len) as u32, 0);
         self.q.publish(id);
         self.stats.tx_frames += 1;
@@ -310,20 +359,125 @@ impl TxRing {
     }
 }
 
-/// The transmit rings of an appliance's NICs as one [`Transmit`] sink, NIC `i` being
-/// `rings[i]`. A frame carrying an offload its device did not agree to is finished here
-/// (checksum completed, superframe segmented) so engines need not care.
-pub struct TxSet<'r, 'a> {
-    pub rings: &'r mut [&'a mut TxRing],
-    /// Where such a frame is built before it is finished.
-    pub scratch: &'r mut Vec<u8>,
+/// Sends `len` bytes from byte `start` of the frame in receive buffer `id` on `tx`
+/// without copying them: a transmit descriptor takes the receive buffer (with `offload`
+/// written in front of those bytes), and the receive descriptor takes one of `tx`'s free
+/// buffers in exchange, published to the device at once. False, with nothing changed,
+/// when that cannot be done (buffers of another size, no free transmit buffer, an offload
+/// the device did not agree to, bytes outside the frame); the caller copies instead.
+pub fn hand_over(
+    rx: &mut RxRing,
+    id: u16,
+    frame_len: usize,
+    tx: &mut TxRing,
+    offload: &Offload,
+    start: usize,
+    len: usize,
+) -> bool {
+    if rx.slots.stride != tx.slots.stride
+        || id >= rx.q.size()
+        || start.checked_add(len).is_none_or(|end| end > frame_len)
+        || NET_HDR_LEN + frame_len > rx.slots.buf_len()
+        || !tx.takes(offload)
+        || !tx.can_send()
+    {
+        return false;
+    }
+    let Some(t) = tx.free.pop() else {
+        return false;
+    };
+    // The header goes right in front of the bytes sent: over the received header (start
+    // 0) or over bytes the engine stripped (a decapsulated frame).
+    // SAFETY: buffer `id` came back through the used ring and is not yet republished;
+    // this function holds the only views of it.
+    let hdr = unsafe { rx.slots.bytes(id, start as isize, NET_HDR_LEN) };
+    let mut raw = [0u8; NET_HDR_LEN];
+    offload.write(&mut raw);
+    hdr.copy_from_slice(&raw);
+    let (ui, ti) = (usize::from(id), usize::from(t));
+    core::mem::swap(&mut rx.slots.addrs[ui], &mut tx.slots.addrs[ti]);
+    let addr = tx.slots.buf(t) + start as u64;
+    tx.q.set_desc(t, addr, (NET_HDR_LEN + len) as u32, 0);
+    tx.q.publish(t);
+    tx.stats.tx_frames += 1;
+    rx.recycle(id);
+    true
 }
 
-impl TxSet<'_, '_> {
+/// A [`TxSet::send_bytes`] of the frame being handled, done once the engine returns.
+#[derive(Debug, Clone, Copy)]
+struct HandOver {
+    nic: usize,
+    offload: Offload,
+    start: usize,
+    len: usize,
+}
+
+/// The transmit rings of an appliance's NICs as one [`Transmit`] sink, NIC `i` being
+/// `rings[i]`. A frame carrying an offload its device did not agree to is finished here
+/// (checksum completed, superframe segmented) so engines need not care. A received frame
+/// the engine sends on with [`Transmit::send_bytes`] leaves in its own buffer
+/// ([`TxSet::forward_one`]).
+pub struct TxSet<'r, 'a> {
+    rings: &'r mut [&'a mut TxRing],
+    /// Where such a frame is built before it is finished.
+    scratch: &'r mut Vec<u8>,
+    /// The frame being handled: its address, length and buffer size.
+    current: Option<(usize, usize, usize)>,
+    pending: Option<HandOver>,
+}
+
+impl<'r, 'a> TxSet<'r, 'a> {
+    pub fn new(rings: &'r mut [&'a mut TxRing], scratch: &'r mut Vec<u8>) -> Self {
+        Self {
+            rings,
+            scratch,
+            current: None,
+            pending: None,
+        }
+    }
+
     /// True when some ring has no free buffer: a forwarder stops taking frames until
     /// the device made room.
     pub fn any_full(&mut self) -> bool {
         self.rings.iter_mut().any(|r| !r.can_send())
+    }
+
+    /// Takes the next frame from `rx` and gives it to `handle(frame, offload, self)`;
+    /// afterwards the buffer goes back to the device, or out on a transmit ring when the
+    /// engine sent (part of) the frame on with `send_bytes`. False when `rx` had no frame.
+    pub fn forward_one(
+        &mut self,
+        rx: &mut RxRing,
+        handle: impl FnOnce(&mut [u8], &Offload, &mut Self),
+    ) -> bool {
+        let Some((id, len)) = rx.next_frame() else {
+            return false;
+        };
+        let buf_len = rx.buf_len();
+        let (frame, offload) = rx.frame_mut(id, len);
+        self.current = Some((frame.as_ptr() as usize, len, buf_len));
+        handle(frame, &offload, self);
+        self.current = None;
+        let Some(h) = self.pending.take() else {
+            rx.recycle(id);
+            return true;
+        };
+        if !hand_over(
+            rx,
+            id,
+            len,
+            &mut *self.rings[h.nic],
+            &h.offload,
+            h.start,
+            h.len,
+        ) {
+            let frame = rx.frame(id, len);
+            let bytes = &frame[h.start..h.start + h.len];
+            self.send(h.nic, &h.offload, h.len, &mut |b| b.copy_from_slice(bytes));
+            rx.recycle(id);
+        }
+        true
     }
 }
 
@@ -373,6 +527,35 @@ impl Transmit for TxSet<'_, '_> {
         let frame = &self.scratch[..];
         ring.send(len, |b| b.copy_from_slice(frame));
         true
+    }
+
+    /// A slice of the frame being handled, which the device can take as it is, is
+    /// handed over without a copy once the engine returns (one per frame); anything else
+    /// is copied now.
+    fn send_bytes(&mut self, nic: usize, offload: &Offload, bytes: &[u8]) -> bool {
+        let at = bytes.as_ptr() as usize;
+        if let Some((frame, frame_len, buf_len)) = self.current
+            && self.pending.is_none()
+            && at >= frame
+            && at + bytes.len() <= frame + frame_len
+            && let Some(ring) = self.rings.get_mut(nic)
+            && ring.slots.buf_len() == buf_len
+            && ring.takes(offload)
+            && bytes.len() <= ring.max_frame()
+        {
+            if !ring.can_send() {
+                ring.stats.tx_no_buffer += 1;
+                return false;
+            }
+            self.pending = Some(HandOver {
+                nic,
+                offload: *offload,
+                start: at - frame,
+                len: bytes.len(),
+            });
+            return true;
+        }
+        self.send(nic, offload, bytes.len(), &mut |b| b.copy_from_slice(bytes))
     }
 }
 
@@ -692,10 +875,7 @@ mod tests {
             ..Offload::default()
         };
         let mut rings = [&mut plain];
-        let mut set = TxSet {
-            rings: &mut rings,
-            scratch: &mut scratch,
-        };
+        let mut set = TxSet::new(&mut rings, &mut scratch);
         assert!(set.send(0, &tso, frame.len(), &mut |b| b.copy_from_slice(&frame)));
         assert!(!set.send(1, &tso, 10, &mut |_| ()), "no such NIC");
         assert_eq!(plain.stats.tx_frames, 3, "4000 bytes at MSS 1448");
@@ -711,6 +891,115 @@ mod tests {
             total += tcp.len() - 20;
         }
         assert_eq!(total, 4000);
+    }
+
+    /// The bytes a device reads for a descriptor.
+    fn read(addr: u64, len: u32) -> Vec<u8> {
+        // SAFETY: reading our own buffer memory at the descriptor's address.
+        unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) }.to_vec()
+    }
+
+    #[test]
+    fn a_forwarded_frame_leaves_in_its_receive_buffer() {
+        let mut rx = RxRing::new(2, 2048).unwrap();
+        let mut tx = TxRing::new(2, 2048).unwrap();
+        let (mut rx_dev, mut tx_dev) = (FakeDevice::new(), FakeDevice::new());
+        let (first, rx_addr, _, _) = rx_dev.take(&rx.q).unwrap();
+        let frame: Vec<u8> = (0..100u8).collect();
+        // SAFETY: the address is our own buffer pool memory (identity "DMA").
+        unsafe {
+            let p = rx_addr as *mut u8;
+            core::ptr::write_bytes(p, 0, NET_HDR_LEN);
+            core::ptr::copy_nonoverlapping(frame.as_ptr(), p.add(NET_HDR_LEN), frame.len());
+        }
+        rx_dev.complete(&mut rx.q, first, (NET_HDR_LEN + frame.len()) as u32);
+        let mut scratch = Vec::new();
+        let mut rings = [&mut tx];
+        let mut set = TxSet::new(&mut rings, &mut scratch);
+        assert!(set.forward_one(&mut rx, |f, _, set| {
+            f[10] = 0xEE;
+            // A decapsulation: the first 10 bytes stay behind.
+            assert!(set.send_bytes(0, &Offload::default(), &f[10..]));
+            // A second copy of the same frame is copied at once.
+            assert!(set.send_bytes(0, &Offload::default(), &f[..20]));
+        }));
+        assert!(!set.forward_one(&mut rx, |_, _, _| unreachable!()));
+
+        let (_, copy_addr, copy_len, _) = tx_dev.take(&tx.q).unwrap();
+        let mut rewritten = frame.clone();
+        rewritten[10] = 0xEE;
+        assert_eq!(read(copy_addr, copy_len)[NET_HDR_LEN..], rewritten[..20]);
+        let (sent, addr, len, _) = tx_dev.take(&tx.q).unwrap();
+        assert_eq!(addr, rx_addr + 10, "no copy: the receive buffer itself");
+        let bytes = read(addr, len);
+        assert_eq!(bytes[..NET_HDR_LEN], [0; NET_HDR_LEN]);
+        assert_eq!(bytes[NET_HDR_LEN..], rewritten[10..]);
+        assert_eq!(tx.stats.tx_frames, 2);
+
+        // The receive descriptor went back to the device with another buffer.
+        let mut seen = Vec::new();
+        while let Some((id, addr, len, _)) = rx_dev.take(&rx.q) {
+            assert_eq!(len as usize, 2048);
+            seen.push((id, addr));
+        }
+        assert_eq!(
+            seen.len(),
+            2,
+            "the untouched buffer, and the used one republished"
+        );
+        assert_eq!(seen[1].0, first);
+        assert_ne!(seen[1].1, rx_addr, "swapped for a transmit buffer");
+        // Frames received into the swapped buffer read back right.
+        // SAFETY: the address is our own buffer pool memory (identity "DMA").
+        unsafe {
+            let p = seen[1].1 as *mut u8;
+            core::ptr::write_bytes(p, 0, NET_HDR_LEN);
+            core::ptr::write_bytes(p.add(NET_HDR_LEN), 0x42, 60);
+        }
+        rx_dev.complete(&mut rx.q, first, (NET_HDR_LEN + 60) as u32);
+        let (id, len) = rx.next_frame().unwrap();
+        assert_eq!(rx.frame(id, len), &[0x42; 60]);
+        rx.recycle(id);
+
+        // Once the device is done with it, the handed-over buffer serves new frames.
+        tx_dev.complete(&mut tx.q, sent, 0);
+        assert!(tx.can_send());
+    }
+
+    #[test]
+    fn a_frame_is_copied_where_it_cannot_be_handed_over() {
+        // Receive buffers smaller than the transmit ring's: buffers cannot swap.
+        let mut rx = RxRing::new(2, 2048).unwrap();
+        let mut tx = TxRing::new(2, OFFLOAD_BUF_LEN).unwrap();
+        let mut rx_dev = FakeDevice::new();
+        let mut tx_dev = FakeDevice::new();
+        deliver(&mut rx_dev, &mut rx, &[7; 80]);
+        let mut scratch = Vec::new();
+        let mut rings = [&mut tx];
+        let mut set = TxSet::new(&mut rings, &mut scratch);
+        let other = [9u8; 30];
+        set.forward_one(&mut rx, |f, _, set| {
+            assert!(set.send_bytes(0, &Offload::default(), f));
+            assert!(set.send_bytes(0, &Offload::default(), &other));
+            // Partial checksums need a device that agreed to them: copied and finished.
+            let partial = Offload {
+                flags: nanovnf_frame::offload::F_NEEDS_CSUM,
+                csum_start: 1000,
+                csum_offset: 6,
+                ..Offload::default()
+            };
+            assert!(
+                !set.send_bytes(0, &partial, f),
+                "csum_start beyond the frame"
+            );
+        });
+        let (_, a, l, _) = tx_dev.take(&tx.q).unwrap();
+        assert_eq!(read(a, l)[NET_HDR_LEN..], [7; 80], "copied at once");
+        let (_, a, l, _) = tx_dev.take(&tx.q).unwrap();
+        assert_eq!(read(a, l)[NET_HDR_LEN..], [9; 30]);
+        // The receive buffer went back as it was.
+        let (_, _, len, _) = rx_dev.take(&rx.q).unwrap();
+        assert_eq!(len as usize, 2048);
     }
 
     #[test]

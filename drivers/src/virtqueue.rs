@@ -48,6 +48,15 @@ impl DmaRegion {
         self.layout.size() == 0
     }
 
+    /// Gives up ownership: the memory is never freed and stays at the returned address.
+    /// Buffers that move between rings (zero-copy forwarding) live this way, so no ring's
+    /// drop can free a buffer another ring still points the device at.
+    pub fn leak(self) -> u64 {
+        let addr = self.addr(0);
+        core::mem::forget(self);
+        addr
+    }
+
     /// A raw pointer to byte `offset`; the caller keeps within `len()`.
     pub fn ptr(&self, offset: usize) -> *mut u8 {
         debug_assert!(offset <= self.len());

@@ -95,10 +95,7 @@ impl<D: Datapath> State<D> {
     /// Runs `f` with the NICs' transmit rings as one sink.
     fn with_tx<R>(&mut self, f: impl FnOnce(&mut D, &mut TxSet<'_, '_>) -> R) -> R {
         let mut rings: Vec<&mut TxRing> = self.nics.iter_mut().map(|n| &mut n.tx).collect();
-        let mut set = TxSet {
-            rings: &mut rings,
-            scratch: &mut self.scratch,
-        };
+        let mut set = TxSet::new(&mut rings, &mut self.scratch);
         f(&mut self.datapath, &mut set)
     }
 }

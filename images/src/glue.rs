@@ -79,7 +79,8 @@ pub fn disarm<'a>(nics: impl IntoIterator<Item = &'a mut Nic>) {
 /// A forwarder's receive/transmit pass over all its NICs: every received frame goes to
 /// `handle(nic index, frame, offload, transmit set)` until the receive rings are empty or
 /// some transmit ring is full (then the rest waits in the device: back-pressure instead of
-/// drops). Returns true when it stopped on a full ring.
+/// drops). A frame the engine sends on with `send_bytes` leaves in its own buffer
+/// ([`TxSet::forward_one`]). Returns true when it stopped on a full ring.
 pub fn forward_pass(
     nics: &mut [Nic],
     scratch: &mut Vec<u8>,
@@ -91,21 +92,15 @@ pub fn forward_pass(
         rxs.push(&mut nic.rx);
         txs.push(&mut nic.tx);
     }
-    let mut set = TxSet {
-        rings: &mut txs,
-        scratch,
-    };
+    let mut set = TxSet::new(&mut txs, scratch);
     for (i, rx) in rxs.into_iter().enumerate() {
         loop {
             if set.any_full() {
                 return true;
             }
-            let Some((id, len)) = rx.next_frame() else {
+            if !set.forward_one(rx, |frame, offload, set| handle(i, frame, offload, set)) {
                 break;
-            };
-            let (frame, offload) = rx.frame_mut(id, len);
-            handle(i, frame, &offload, &mut set);
-            rx.recycle(id);
+            }
         }
     }
     false

@@ -21,6 +21,16 @@ pub trait Transmit {
     /// to the device. Returns false when it was dropped (no buffer, or larger than the
     /// NIC accepts); the caller counts that, nothing else happens.
     fn send(&mut self, nic: usize, offload: &Offload, len: usize, fill: &mut Fill<'_>) -> bool;
+
+    /// Queues `bytes` as a frame on NIC `nic`. When `bytes` lies inside the received frame
+    /// being handled (rewritten in place, or a decapsulated part of it), an image may send
+    /// it from the receive buffer itself instead of copying, once the engine returns: the
+    /// engine must leave those bytes as they are after this call.
+    fn send_bytes(&mut self, nic: usize, offload: &Offload, bytes: &[u8]) -> bool {
+        self.send(nic, offload, bytes.len(), &mut |b: &mut [u8]| {
+            b.copy_from_slice(bytes)
+        })
+    }
 }
 
 pub const ETHERNET_HEADER_LEN: usize = 14;

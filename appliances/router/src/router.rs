@@ -135,13 +135,6 @@ fn mac_of(f: &[u8], at: usize) -> [u8; 6] {
     m
 }
 
-fn send_bytes(tx: &mut dyn Transmit, nic: usize, offload: &Offload, bytes: &[u8]) -> bool {
-    tx.send(nic, offload, bytes.len(), &mut |b: &mut [u8]| {
-        let n = b.len().min(bytes.len());
-        b[..n].copy_from_slice(&bytes[..n]);
-    })
-}
-
 fn mask_of(prefix: u8) -> u32 {
     if prefix == 0 {
         0
@@ -1110,7 +1103,9 @@ impl Router {
     }
 
     fn send(&mut self, nic: usize, offload: &Offload, bytes: &[u8], tx: &mut dyn Transmit) -> bool {
-        let ok = send_bytes(tx, nic, offload, bytes);
+        // The received frame, rewritten in place, leaves from its own buffer (no copy);
+        // nothing touches it after this.
+        let ok = tx.send_bytes(nic, offload, bytes);
         if let Some(s) = self.stats.nics.get_mut(nic) {
             if ok {
                 s.tx += 1;
