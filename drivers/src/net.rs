@@ -33,6 +33,8 @@ const OFFLOAD_FEATURES: u64 = FEATURE_CSUM
 /// the virtio-net header, rounded up. Without mergeable receive buffers every received
 /// frame must fit one buffer.
 pub const OFFLOAD_BUF_LEN: usize = 66 * 1024;
+/// Ring depth for a forwarder's MTU-sized buffers (when the device refused superframes).
+const SMALL_FORWARDER_QUEUE: u16 = 256;
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 /// Ethernet header without FCS: the frame is at most MTU + this.
@@ -359,25 +361,41 @@ impl TxRing {
     }
 }
 
-/// Sends `len` bytes from byte `start` of the frame in receive buffer `id` on `tx`
-/// without copying them: a transmit descriptor takes the receive buffer (with `offload`
-/// written in front of those bytes), and the receive descriptor takes one of `tx`'s free
-/// buffers in exchange, published to the device at once. False, with nothing changed,
-/// when that cannot be done (buffers of another size, no free transmit buffer, an offload
-/// the device did not agree to, bytes outside the frame); the caller copies instead.
+/// What a zero-copy send covers: `head` (outer headers, written in front of the bytes)
+/// and `len` bytes from byte `start` of the received frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Span<'h> {
+    pub head: &'h [u8],
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Sends `span` of the frame in receive buffer `id` on `tx` without copying the frame: a
+/// transmit descriptor takes the receive buffer (with `offload` and the span's head
+/// written in front of its bytes, in the frame's stripped part or the headroom), and the
+/// receive descriptor takes one of `tx`'s free buffers in exchange, published to the
+/// device at once. False, with nothing changed, when that cannot be done (buffers of
+/// another size, no free transmit buffer, an offload the device did not agree to, bytes
+/// outside the frame, a head that does not fit); the caller copies instead.
 pub fn hand_over(
     rx: &mut RxRing,
     id: u16,
     frame_len: usize,
     tx: &mut TxRing,
     offload: &Offload,
-    start: usize,
-    len: usize,
+    span: Span<'_>,
 ) -> bool {
+    // Where the transmitted virtio-net header goes, from the start of the received one.
+    let at = span.start as isize - span.head.len() as isize;
     if rx.slots.stride != tx.slots.stride
         || id >= rx.q.size()
-        || start.checked_add(len).is_none_or(|end| end > frame_len)
+        || span
+            .start
+            .checked_add(span.len)
+            .is_none_or(|end| end > frame_len)
         || NET_HDR_LEN + frame_len > rx.slots.buf_len()
+        || at < -(HEADROOM as isize)
+        || span.head.len() + span.len > tx.max_frame()
         || !tx.takes(offload)
         || !tx.can_send()
     {
@@ -386,29 +404,36 @@ pub fn hand_over(
     let Some(t) = tx.free.pop() else {
         return false;
     };
-    // The header goes right in front of the bytes sent: over the received header (start
-    // 0) or over bytes the engine stripped (a decapsulated frame).
     // SAFETY: buffer `id` came back through the used ring and is not yet republished;
-    // this function holds the only views of it.
-    let hdr = unsafe { rx.slots.bytes(id, start as isize, NET_HDR_LEN) };
+    // this function holds the only view of it.
+    let front = unsafe { rx.slots.bytes(id, at, NET_HDR_LEN + span.head.len()) };
+    let (hdr, head) = front.split_at_mut(NET_HDR_LEN);
     let mut raw = [0u8; NET_HDR_LEN];
     offload.write(&mut raw);
     hdr.copy_from_slice(&raw);
+    head.copy_from_slice(span.head);
     let (ui, ti) = (usize::from(id), usize::from(t));
     core::mem::swap(&mut rx.slots.addrs[ui], &mut tx.slots.addrs[ti]);
-    let addr = tx.slots.buf(t) + start as u64;
-    tx.q.set_desc(t, addr, (NET_HDR_LEN + len) as u32, 0);
+    let addr = tx.slots.buf(t).wrapping_add_signed(at as i64);
+    let len = NET_HDR_LEN + span.head.len() + span.len;
+    tx.q.set_desc(t, addr, len as u32, 0);
     tx.q.publish(t);
     tx.stats.tx_frames += 1;
     rx.recycle(id);
     true
 }
 
-/// A [`TxSet::send_bytes`] of the frame being handled, done once the engine returns.
+/// Outer headers a zero-copy send can put in front of a received frame: the headroom
+/// less the transmitted virtio-net header (VXLAN needs 50).
+pub const MAX_HEAD: usize = HEADROOM - NET_HDR_LEN;
+
+/// A [`TxSet::send_parts`] of the frame being handled, done once the engine returns.
 #[derive(Debug, Clone, Copy)]
 struct HandOver {
     nic: usize,
     offload: Offload,
+    head: [u8; MAX_HEAD],
+    head_len: usize,
     start: usize,
     len: usize,
 }
@@ -416,8 +441,8 @@ struct HandOver {
 /// The transmit rings of an appliance's NICs as one [`Transmit`] sink, NIC `i` being
 /// `rings[i]`. A frame carrying an offload its device did not agree to is finished here
 /// (checksum completed, superframe segmented) so engines need not care. A received frame
-/// the engine sends on with [`Transmit::send_bytes`] leaves in its own buffer
-/// ([`TxSet::forward_one`]).
+/// the engine sends on with [`Transmit::send_bytes`] or [`Transmit::send_parts`] leaves
+/// in its own buffer ([`TxSet::forward_one`]).
 pub struct TxSet<'r, 'a> {
     rings: &'r mut [&'a mut TxRing],
     /// Where such a frame is built before it is finished.
@@ -445,7 +470,8 @@ impl<'r, 'a> TxSet<'r, 'a> {
 
     /// Takes the next frame from `rx` and gives it to `handle(frame, offload, self)`;
     /// afterwards the buffer goes back to the device, or out on a transmit ring when the
-    /// engine sent (part of) the frame on with `send_bytes`. False when `rx` had no frame.
+    /// engine sent (part of) the frame on with `send_bytes`/`send_parts`. False when `rx`
+    /// had no frame.
     pub fn forward_one(
         &mut self,
         rx: &mut RxRing,
@@ -463,18 +489,19 @@ impl<'r, 'a> TxSet<'r, 'a> {
             rx.recycle(id);
             return true;
         };
-        if !hand_over(
-            rx,
-            id,
-            len,
-            &mut *self.rings[h.nic],
-            &h.offload,
-            h.start,
-            h.len,
-        ) {
-            let frame = rx.frame(id, len);
-            let bytes = &frame[h.start..h.start + h.len];
-            self.send(h.nic, &h.offload, h.len, &mut |b| b.copy_from_slice(bytes));
+        let head = &h.head[..h.head_len];
+        let span = Span {
+            head,
+            start: h.start,
+            len: h.len,
+        };
+        if !hand_over(rx, id, len, &mut *self.rings[h.nic], &h.offload, span) {
+            let bytes = &rx.frame(id, len)[h.start..h.start + h.len];
+            self.send(h.nic, &h.offload, head.len() + h.len, &mut |b| {
+                let (front, back) = b.split_at_mut(head.len());
+                front.copy_from_slice(head);
+                back.copy_from_slice(bytes);
+            });
             rx.recycle(id);
         }
         true
@@ -529,33 +556,43 @@ impl Transmit for TxSet<'_, '_> {
         true
     }
 
-    /// A slice of the frame being handled, which the device can take as it is, is
-    /// handed over without a copy once the engine returns (one per frame); anything else
-    /// is copied now.
-    fn send_bytes(&mut self, nic: usize, offload: &Offload, bytes: &[u8]) -> bool {
+    /// A slice of the frame being handled, which the device can take as it is with `head`
+    /// in front (it fits the room before the slice), is handed over without a copy once
+    /// the engine returns (one per frame); anything else is copied now.
+    fn send_parts(&mut self, nic: usize, offload: &Offload, head: &[u8], bytes: &[u8]) -> bool {
         let at = bytes.as_ptr() as usize;
         if let Some((frame, frame_len, buf_len)) = self.current
             && self.pending.is_none()
+            && head.len() <= MAX_HEAD
             && at >= frame
             && at + bytes.len() <= frame + frame_len
             && let Some(ring) = self.rings.get_mut(nic)
             && ring.slots.buf_len() == buf_len
             && ring.takes(offload)
-            && bytes.len() <= ring.max_frame()
+            && head.len() + bytes.len() <= ring.max_frame()
         {
             if !ring.can_send() {
                 ring.stats.tx_no_buffer += 1;
                 return false;
             }
-            self.pending = Some(HandOver {
+            let mut h = HandOver {
                 nic,
                 offload: *offload,
+                head: [0; MAX_HEAD],
+                head_len: head.len(),
                 start: at - frame,
                 len: bytes.len(),
-            });
+            };
+            h.head[..head.len()].copy_from_slice(head);
+            self.pending = Some(h);
             return true;
         }
-        self.send(nic, offload, bytes.len(), &mut |b| b.copy_from_slice(bytes))
+        let len = head.len() + bytes.len();
+        self.send(nic, offload, len, &mut |b| {
+            let (front, back) = b.split_at_mut(head.len());
+            front.copy_from_slice(head);
+            back.copy_from_slice(bytes);
+        })
     }
 }
 
@@ -625,8 +662,17 @@ impl<T: Transport> VirtioNet<T> {
         } else {
             config.buf_len
         };
-        let rx = RxRing::new(queue_len(RX_QUEUE, config.rx_queue)?, rx_len)?;
-        let mut tx = TxRing::new(queue_len(TX_QUEUE, config.tx_queue)?, tx_len)?;
+        // A forwarder whose device refused superframes moves MTU-sized frames instead, many
+        // more of them: deeper rings of small buffers cost little memory.
+        let depth = |want: u16, len: usize| {
+            if config.offload && len == small {
+                SMALL_FORWARDER_QUEUE
+            } else {
+                want
+            }
+        };
+        let rx = RxRing::new(queue_len(RX_QUEUE, depth(config.rx_queue, rx_len))?, rx_len)?;
+        let mut tx = TxRing::new(queue_len(TX_QUEUE, depth(config.tx_queue, tx_len))?, tx_len)?;
         tx.offloads = Offloads::from_features(accepted);
         for (index, q) in [(RX_QUEUE, &rx.q), (TX_QUEUE, &tx.q)] {
             transport.queue_set(
@@ -964,6 +1010,42 @@ mod tests {
         // Once the device is done with it, the handed-over buffer serves new frames.
         tx_dev.complete(&mut tx.q, sent, 0);
         assert!(tx.can_send());
+    }
+
+    #[test]
+    fn outer_headers_go_into_the_headroom() {
+        let mut rx = RxRing::new(2, 2048).unwrap();
+        let mut tx = TxRing::new(2, 2048).unwrap();
+        let (mut rx_dev, mut tx_dev) = (FakeDevice::new(), FakeDevice::new());
+        let (_, rx_addr, _, _) = rx_dev.take(&rx.q).unwrap();
+        rx_dev.complete(&mut rx.q, 0, 0); // a bad length: recycled
+        deliver(&mut rx_dev, &mut rx, &[5; 1400]);
+        let mut scratch = Vec::new();
+        let outer = [0xAB; 50];
+        let mut rings = [&mut tx];
+        let mut set = TxSet::new(&mut rings, &mut scratch);
+        while set.forward_one(&mut rx, |f, _, set| {
+            assert!(set.send_parts(0, &Offload::default(), &outer, f));
+        }) {}
+        let (_, addr, len, _) = tx_dev.take(&tx.q).unwrap();
+        assert_ne!(addr, rx_addr, "the second buffer took the frame");
+        let bytes = read(addr, len);
+        assert_eq!(bytes.len(), NET_HDR_LEN + 50 + 1400);
+        assert_eq!(bytes[..NET_HDR_LEN], [0; NET_HDR_LEN]);
+        assert_eq!(bytes[NET_HDR_LEN..][..50], outer);
+        assert!(bytes[NET_HDR_LEN + 50..].iter().all(|&b| b == 5));
+        // No room for more than MAX_HEAD in front: copied instead, still right.
+        deliver(&mut rx_dev, &mut rx, &[6; 100]);
+        let big = [0xCD; MAX_HEAD + 1];
+        let mut rings = [&mut tx];
+        let mut set = TxSet::new(&mut rings, &mut scratch);
+        set.forward_one(&mut rx, |f, _, set| {
+            assert!(set.send_parts(0, &Offload::default(), &big, f));
+        });
+        let (_, addr, len, _) = tx_dev.take(&tx.q).unwrap();
+        let bytes = read(addr, len);
+        assert_eq!(bytes[NET_HDR_LEN..][..MAX_HEAD + 1], big);
+        assert_eq!(bytes[NET_HDR_LEN + MAX_HEAD + 1..], [6; 100]);
     }
 
     #[test]

@@ -22,14 +22,28 @@ pub trait Transmit {
     /// NIC accepts); the caller counts that, nothing else happens.
     fn send(&mut self, nic: usize, offload: &Offload, len: usize, fill: &mut Fill<'_>) -> bool;
 
-    /// Queues `bytes` as a frame on NIC `nic`. When `bytes` lies inside the received frame
-    /// being handled (rewritten in place, or a decapsulated part of it), an image may send
-    /// it from the receive buffer itself instead of copying, once the engine returns: the
-    /// engine must leave those bytes as they are after this call.
+    /// Queues `head` followed by `bytes` as one frame on NIC `nic` (`head` is empty when
+    /// forwarding, outer headers when encapsulating). When `bytes` lies inside the
+    /// received frame being handled (rewritten in place, or the decapsulated part of
+    /// it), an image may write `head` in front of it and send from the receive buffer
+    /// itself instead of copying, once the engine returns: the engine must leave those
+    /// bytes as they are after this call.
+    fn send_parts(&mut self, nic: usize, offload: &Offload, head: &[u8], bytes: &[u8]) -> bool {
+        self.send(
+            nic,
+            offload,
+            head.len() + bytes.len(),
+            &mut |b: &mut [u8]| {
+                let (front, back) = b.split_at_mut(head.len());
+                front.copy_from_slice(head);
+                back.copy_from_slice(bytes);
+            },
+        )
+    }
+
+    /// [`Transmit::send_parts`] without a head: a received frame sent on.
     fn send_bytes(&mut self, nic: usize, offload: &Offload, bytes: &[u8]) -> bool {
-        self.send(nic, offload, bytes.len(), &mut |b: &mut [u8]| {
-            b.copy_from_slice(bytes)
-        })
+        self.send_parts(nic, offload, &[], bytes)
     }
 }
 

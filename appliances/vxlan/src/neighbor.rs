@@ -210,10 +210,9 @@ impl Neighbors {
             if let Some(d) = hdr.get_mut(..6) {
                 d.copy_from_slice(&mac);
             }
-            let len = hdr.len() + inner.len();
-            let ok = tx.send(UNDERLAY, &Offload::default(), len, &mut |b: &mut [u8]| {
-                put_parts(b, &[hdr, inner]);
-            });
+            // A received frame gets its outer headers written in front of it and leaves
+            // from its own buffer where the image can (no copy).
+            let ok = tx.send_parts(UNDERLAY, &Offload::default(), hdr, inner);
             return if ok {
                 stats.encapsulated += 1;
                 Sent::Out
