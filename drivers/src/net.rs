@@ -50,6 +50,9 @@ pub struct NetConfig {
     /// [`OFFLOAD_BUF_LEN`]); only for appliances that forward frames and honour
     /// [`Offload`] both ways.
     pub offload: bool,
+    /// With `offload`, the buffer size in a direction where the device refused
+    /// superframes: one frame of the largest MTU.
+    pub frame_buf_len: usize,
 }
 
 impl Default for NetConfig {
@@ -59,20 +62,32 @@ impl Default for NetConfig {
             tx_queue: 64,
             buf_len: 2048,
             offload: false,
+            frame_buf_len: 2048,
         }
     }
 }
 
 impl NetConfig {
-    /// Big buffers and offloads, for forwarders.
-    pub fn offload() -> Self {
+    /// Big buffers and offloads, for forwarders on networks whose largest MTU is
+    /// `max_mtu` (a 9000-byte underlay needs bigger frame buffers when the device offers
+    /// no offloads).
+    pub fn offload(max_mtu: u16) -> Self {
         Self {
             rx_queue: 64,
             tx_queue: 64,
             buf_len: OFFLOAD_BUF_LEN,
             offload: true,
+            frame_buf_len: frame_buf_len(max_mtu),
         }
     }
+}
+
+/// A buffer for one frame of `mtu` bytes (a VLAN tag allowed), its Ethernet header and
+/// the virtio-net header; never less than the default 2 KiB.
+pub fn frame_buf_len(mtu: u16) -> usize {
+    (usize::from(mtu) + ETHERNET_HEADER_LEN + 4 + NET_HDR_LEN)
+        .next_multiple_of(64)
+        .clamp(2048, OFFLOAD_BUF_LEN)
 }
 
 /// The offloads a device agreed to.
@@ -364,10 +379,10 @@ impl TxRing {
 /// What a zero-copy send covers: `head` (outer headers, written in front of the bytes)
 /// and `len` bytes from byte `start` of the received frame.
 #[derive(Debug, Clone, Copy)]
-pub struct Span<'h> {
-    pub head: &'h [u8],
-    pub start: usize,
-    pub len: usize,
+struct Span<'h> {
+    head: &'h [u8],
+    start: usize,
+    len: usize,
 }
 
 /// Sends `span` of the frame in receive buffer `id` on `tx` without copying the frame: a
@@ -377,7 +392,7 @@ pub struct Span<'h> {
 /// device at once. False, with nothing changed, when that cannot be done (buffers of
 /// another size, no free transmit buffer, an offload the device did not agree to, bytes
 /// outside the frame, a head that does not fit); the caller copies instead.
-pub fn hand_over(
+fn hand_over(
     rx: &mut RxRing,
     id: u16,
     frame_len: usize,
@@ -651,7 +666,7 @@ impl<T: Transport> VirtioNet<T> {
             Ok(1 << (31 - len.leading_zeros()))
         };
         // Superframe-sized buffers only in the directions the device agreed to.
-        let small = NetConfig::default().buf_len;
+        let small = config.frame_buf_len;
         let rx_len = if config.offload && accepted & FEATURE_GUEST_TSO4 == 0 {
             small
         } else {

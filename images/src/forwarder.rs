@@ -80,7 +80,7 @@ engine_datapath!(nanovnf_vxlan::Gateway);
 
 /// The configured NICs, with offloads asked for, in configuration order.
 pub fn nics(boot: &Boot) -> (Vec<NicConfig>, Vec<Nic>) {
-    glue::configured_nics_with(boot, NetConfig::offload())
+    glue::configured_nics_with(boot, NetConfig::offload(glue::max_mtu(boot)))
         .into_iter()
         .unzip()
 }
@@ -130,6 +130,7 @@ struct Forwarder<D> {
     state: State<D>,
     control: Channel,
     tx_blocked: bool,
+    spin: glue::Spin,
 }
 
 impl<D: Datapath> event::Appliance for Forwarder<D> {
@@ -137,9 +138,10 @@ impl<D: Datapath> event::Appliance for Forwarder<D> {
         let now_ms = now_ns / 1_000_000;
         let s = &mut self.state;
         let datapath = &mut s.datapath;
-        self.tx_blocked = glue::forward_pass(&mut s.nics, &mut s.scratch, |i, frame, o, tx| {
+        let pass = glue::forward_pass(&mut s.nics, &mut s.scratch, |i, frame, o, tx| {
             datapath.handle(now_ms, i, frame, o, tx);
         });
+        self.tx_blocked = pass.blocked;
         if s.datapath.poll_at_ms().is_some_and(|at| at <= now_ms) {
             s.with_tx(|d, tx| d.poll(now_ms, tx));
         }
@@ -148,7 +150,7 @@ impl<D: Datapath> event::Appliance for Forwarder<D> {
         }
         let more_control = self.control.serve(&mut self.state);
         Poll {
-            busy: more_control,
+            busy: more_control | self.spin.busy(now_ns, pass),
             deadline_ns: self
                 .state
                 .datapath
@@ -201,6 +203,7 @@ pub fn run<D: Datapath>(boot: &Boot, nics: Vec<Nic>, datapath: D) -> ! {
         state,
         control: Channel::open(boot.config.generation),
         tx_blocked: false,
+        spin: glue::Spin::default(),
     };
     serial::write_line(format_args!("READY {}", boot.config.generation));
     app.control.send(&Report::Ready {

@@ -53,6 +53,11 @@ pub fn configured_nics_with(boot: &Boot, net: NetConfig) -> Vec<(NicConfig, Nic)
     out
 }
 
+/// The largest MTU among the configured NICs (1500 when none says more).
+pub fn max_mtu(boot: &Boot) -> u16 {
+    boot.config.nics.iter().map(|n| n.mtu).fold(1500, u16::max)
+}
+
 /// Interrupt handling shared by images: acknowledge the NICs behind fired lines, arm and
 /// disarm receive interrupts around a halt. They take iterators so that the sleep/wake
 /// path never allocates.
@@ -80,12 +85,12 @@ pub fn disarm<'a>(nics: impl IntoIterator<Item = &'a mut Nic>) {
 /// `handle(nic index, frame, offload, transmit set)` until the receive rings are empty or
 /// some transmit ring is full (then the rest waits in the device: back-pressure instead of
 /// drops). A frame the engine sends on with `send_bytes` leaves in its own buffer
-/// ([`TxSet::forward_one`]). Returns true when it stopped on a full ring.
+/// ([`TxSet::forward_one`]).
 pub fn forward_pass(
     nics: &mut [Nic],
     scratch: &mut Vec<u8>,
     mut handle: impl FnMut(usize, &mut [u8], &Offload, &mut TxSet<'_, '_>),
-) -> bool {
+) -> Pass {
     let mut rxs: Vec<&mut RxRing> = Vec::with_capacity(nics.len());
     let mut txs: Vec<&mut TxRing> = Vec::with_capacity(nics.len());
     for nic in nics.iter_mut() {
@@ -93,17 +98,54 @@ pub fn forward_pass(
         txs.push(&mut nic.tx);
     }
     let mut set = TxSet::new(&mut txs, scratch);
+    let mut frames = 0;
     for (i, rx) in rxs.into_iter().enumerate() {
         loop {
             if set.any_full() {
-                return true;
+                return Pass {
+                    blocked: true,
+                    frames,
+                };
             }
             if !set.forward_one(rx, |frame, offload, set| handle(i, frame, offload, set)) {
                 break;
             }
+            frames += 1;
         }
     }
-    false
+    Pass {
+        blocked: false,
+        frames,
+    }
+}
+
+/// What one [`forward_pass`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pass {
+    /// It stopped on a full transmit ring.
+    pub blocked: bool,
+    /// Frames it handled.
+    pub frames: u32,
+}
+
+/// How long a forwarder keeps polling after its last frame before it arms interrupts and
+/// halts: frames that follow within this time cost no interrupt (DESIGN.md: spin briefly,
+/// then sleep; a vCPU that spins longer steals the core QEMU's I/O thread needs).
+pub const SPIN_NS: u64 = 20_000;
+
+/// Remembers when a forwarder last had work; `busy` says whether to poll again at once.
+#[derive(Debug, Default)]
+pub struct Spin {
+    last_work_ns: u64,
+}
+
+impl Spin {
+    pub fn busy(&mut self, now_ns: u64, pass: Pass) -> bool {
+        if pass.frames > 0 {
+            self.last_work_ns = now_ns;
+        }
+        now_ns.saturating_sub(self.last_work_ns) < SPIN_NS
+    }
 }
 
 /// Before a forwarder halts: arm receive interrupts everywhere, and transmit interrupts

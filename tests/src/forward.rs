@@ -47,8 +47,8 @@ pub fn boot_forwarder(
     Ok(vm)
 }
 
-/// A wire appliance's configuration: two NICs without addresses, MTU 1500.
-pub fn wire_config(world: &World, name: &str) -> BootConfig {
+/// A wire appliance's configuration: two NICs without addresses, MTU `mtu`.
+pub fn wire_config(world: &World, name: &str, mtu: u16) -> BootConfig {
     BootConfig {
         generation: 1,
         name: name.to_owned(),
@@ -57,7 +57,7 @@ pub fn wire_config(world: &World, name: &str) -> BootConfig {
             .map(|i| NicConfig {
                 mac: appliance_mac(world, i),
                 addresses: Vec::new(),
-                mtu: 1500,
+                mtu,
             })
             .collect(),
         role: Role::Wire,

@@ -23,7 +23,7 @@ fn wire_carries_ping_and_tcp(name: &str, offloads: bool) {
     let b = world
         .add_instance("b", &right, Some("198.19.40.2/24"), None, 1500)
         .expect("instance");
-    let config = wire_config(&world, name);
+    let config = wire_config(&world, name, 1500);
     let vm = boot_forwarder(
         &world,
         name,

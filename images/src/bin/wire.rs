@@ -23,12 +23,13 @@ mod image {
         scratch: Vec<u8>,
         tx_blocked: bool,
         dropped: u64,
+        spin: glue::Spin,
     }
 
     impl event::Appliance for Wire {
-        fn poll(&mut self, _now_ns: u64) -> Poll {
+        fn poll(&mut self, now_ns: u64) -> Poll {
             let dropped = &mut self.dropped;
-            self.tx_blocked = glue::forward_pass(
+            let pass = glue::forward_pass(
                 &mut self.nics,
                 &mut self.scratch,
                 |i, frame, offload, tx| {
@@ -37,11 +38,12 @@ mod image {
                     }
                 },
             );
+            self.tx_blocked = pass.blocked;
             for nic in &mut self.nics {
                 nic.flush();
             }
             Poll {
-                busy: false,
+                busy: self.spin.busy(now_ns, pass),
                 deadline_ns: None,
             }
         }
@@ -70,10 +72,11 @@ mod image {
                 ),
             )
         }
-        let nics: Vec<Nic> = glue::configured_nics_with(&boot, NetConfig::offload())
-            .into_iter()
-            .map(|(_, nic)| nic)
-            .collect();
+        let nics: Vec<Nic> =
+            glue::configured_nics_with(&boot, NetConfig::offload(glue::max_mtu(&boot)))
+                .into_iter()
+                .map(|(_, nic)| nic)
+                .collect();
         if nics.len() != 2 {
             fatal(
                 exit_code::APPLIANCE,
@@ -95,6 +98,7 @@ mod image {
             scratch: Vec::new(),
             tx_blocked: false,
             dropped: 0,
+            spin: glue::Spin::default(),
         };
         event::run(&mut app)
     }

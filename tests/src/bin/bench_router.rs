@@ -256,7 +256,7 @@ fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
                     &outside.ifname,
                 ],
             )?;
-            let config = wire_config(&world, "wire");
+            let config = wire_config(&world, "wire", 1500);
             vm = Some(boot_forwarder(
                 &world,
                 "wire",
