@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Host, MTU};
+use common::{Capture, Host, MTU};
 use nanovnf_tests::dhcp_clients::{Client, addresses};
 use nanovnf_tests::{Instance, mac_to_string};
 use std::net::Ipv4Addr;
@@ -126,74 +126,6 @@ fn underlay_bridge(host: &Host) -> String {
         .map(|n| n.split('@').next().unwrap().to_owned())
         .find(|n| *n != overlay && n.starts_with("nvb"))
         .expect("the underlay bridge")
-}
-
-/// A running tcpdump of VXLAN packets (port 4789 and `filter`) on `ifname` in `ns`.
-struct Capture {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    what: String,
-}
-
-impl Capture {
-    /// Starts tcpdump and returns once it listens (its "listening on" line).
-    fn start(host: &mut Host, ns: &str, ifname: &str, filter: &str) -> Capture {
-        use std::io::BufRead;
-        let expr = format!("udp port 4789 and {filter}");
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "tcpdump",
-                "-n",
-                "-l",
-                "-e",
-                "--immediate-mode",
-            ])
-            .args(["-i", ifname, &expr])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump");
-        host.world.track_pid(child.id());
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("listening on") {
-            line.clear();
-            let n = stderr.read_line(&mut line).expect("tcpdump stderr");
-            assert!(n > 0, "tcpdump in {ns} exited before listening");
-        }
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Capture {
-            child,
-            lines,
-            what: format!("{ns}/{ifname} ({expr})"),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.lines.lock().unwrap().len()
-    }
-
-    /// Stops tcpdump and returns how many packets it printed.
-    fn stop(mut self) -> usize {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let lines = self.lines.lock().unwrap();
-        eprintln!("tcpdump on {}:\n{}", self.what, lines.join("\n"));
-        lines.len()
-    }
 }
 
 #[test]

@@ -63,7 +63,8 @@ pub fn link_name(kind: LinkKind, salt: &str, key: &str) -> String {
 
 /// A MAC in `fa:16:3e:xx:xx:xx` whose last three bytes are the low bytes of
 /// `fnv1a32(key)`. Keys as for `link_name`, plus `port/<port>` for ports without
-/// `mac_address`. Unicast and locally administered by construction.
+/// `mac_address`; a VXLAN gateway's keys end in `/<local_vtep address>`, since every host
+/// of the network runs one. Unicast and locally administered by construction.
 pub fn stable_mac(key: &str) -> MacAddr {
     let [_, a, b, c] = fnv1a32(key.as_bytes()).to_be_bytes();
     let [p, q, r] = MAC_PREFIX;

@@ -179,16 +179,23 @@ fn network(
             Some(appliance(ApplianceKind::Metadata, |e| e.2)),
         )
     };
-    let vxlan_gateway = matches!(segment, Segment::Vxlan { .. }).then(|| {
-        let key = format!("vxlan/{name}");
-        let underlay_key = format!("vxlan-underlay/{name}");
-        VxlanGateway {
-            mac: namer.mac(&key),
-            tap: namer.link(LinkKind::Tap, &key),
-            underlay_mac: namer.mac(&underlay_key),
-            underlay_tap: namer.link(LinkKind::Tap, &underlay_key),
+    let vxlan_gateway = match &segment {
+        Segment::Vxlan { local_vtep, .. } => {
+            let key = format!("vxlan/{name}");
+            let underlay_key = format!("vxlan-underlay/{name}");
+            // Every host of the network runs a gateway for it, and their underlay NICs
+            // share one L2 segment: their MACs must differ from host to host, so they are
+            // keyed by this host's VTEP address too (links are salted per state dir).
+            let vtep = local_vtep.addr;
+            Some(VxlanGateway {
+                mac: namer.mac(&format!("{key}/{vtep}")),
+                tap: namer.link(LinkKind::Tap, &key),
+                underlay_mac: namer.mac(&format!("{underlay_key}/{vtep}")),
+                underlay_tap: namer.link(LinkKind::Tap, &underlay_key),
+            })
         }
-    });
+        _ => None,
+    };
     Network {
         name: name.clone(),
         external: net.external.as_ref().is_some_and(|e| *e.get_ref()),

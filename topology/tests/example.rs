@@ -558,3 +558,31 @@ fn generated_mac_collisions_are_resolved() {
     assert_ne!(ma, mb);
     assert_eq!(mb, stable_mac(&format!("port/{b}#1")));
 }
+
+#[test]
+fn vxlan_gateway_macs_differ_between_the_hosts_of_a_network() {
+    // Two hosts' files for one network, as two managers on a shared underlay read them:
+    // their gateways' NICs meet on the underlay (and their frames on the overlay).
+    let host = |local: &str, remote: &str| {
+        let t = parse_ok(&format!(
+            "[underlay]\ninterface = \"eth2\"\n\n[[network]]\nname = \"n\"\n\
+             segment = {{ type = \"vxlan\", vni = 7, local_vtep = \"{local}/24\", \
+             remote_vteps = [\"{remote}\"] }}\n"
+        ));
+        let gw = t.network("n").unwrap().vxlan_gateway.clone().unwrap();
+        assert_eq!(gw.mac, stable_mac(&format!("vxlan/n/{local}")));
+        assert_eq!(
+            gw.underlay_mac,
+            stable_mac(&format!("vxlan-underlay/n/{local}"))
+        );
+        gw
+    };
+    let (a, b) = (
+        host("192.0.2.11", "192.0.2.12"),
+        host("192.0.2.12", "192.0.2.11"),
+    );
+    assert_ne!(a.underlay_mac, b.underlay_mac);
+    assert_ne!(a.mac, b.mac);
+    // Taps keep their documented keys.
+    assert_eq!(a.tap, link_name(LinkKind::Tap, SALT, "vxlan/n"));
+}

@@ -3,11 +3,13 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use nanovnf_tests::dhcp_clients::{Client, addresses};
-use nanovnf_tests::{World, environment_ready, mac_to_string};
+use nanovnf_tests::{Instance, World, environment_ready, mac_to_string};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nanovnf");
@@ -167,21 +169,36 @@ impl Host {
     /// Takes a lease for `mac` with udhcpc in a new instance namespace on `network`'s
     /// bridge and returns the addresses it got.
     pub fn lease(&mut self, short: &str, network: &str, mac: [u8; 6]) -> Vec<String> {
+        self.lease_instance(short, network, mac, MTU, 5).1
+    }
+
+    /// Like [`Host::lease`] with the instance's link at `mtu` until its DHCP client
+    /// applies what it was handed (option 26), waiting up to `timeout_secs` for a lease;
+    /// returns the instance and its addresses.
+    pub fn lease_instance(
+        &mut self,
+        short: &str,
+        network: &str,
+        mac: [u8; 6],
+        mtu: u16,
+        timeout_secs: u32,
+    ) -> (Instance, Vec<String>) {
         let bridge = self.bridge(network);
         self.world.adopt_bridge(&bridge);
         let inst = self
             .world
-            .add_instance(short, &bridge, None, Some(mac), MTU)
+            .add_instance(short, &bridge, None, Some(mac), mtu)
             .expect("instance");
         let (ok, events) = Client::Udhcpc
-            .try_once(&self.world, &inst, short, 5)
+            .try_once(&self.world, &inst, short, timeout_secs)
             .expect("udhcpc");
         assert!(
             ok,
             "udhcpc for {} got no lease: {events:?}",
             mac_to_string(mac)
         );
-        addresses(&self.world, &inst).unwrap()
+        let addrs = addresses(&self.world, &inst).unwrap();
+        (inst, addrs)
     }
 }
 
@@ -204,4 +221,142 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))
         .unwrap_or(false)
+}
+
+/// A running tcpdump (`-n -e`, line-buffered) on `ifname` in `ns`; the world kills it on
+/// drop if the test does not stop it.
+pub struct Capture {
+    child: Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    reader: std::thread::JoinHandle<()>,
+    lines: Arc<Mutex<Vec<String>>>,
+    what: String,
+}
+
+/// What a stopped [`Capture`] saw.
+pub struct Captured {
+    /// One string per packet: the outer frame's line, then what tcpdump decoded inside it
+    /// (a VXLAN packet's inner frame) after ` | `.
+    pub packets: Vec<String>,
+    /// Packets the kernel dropped because tcpdump did not keep up, by tcpdump's count.
+    pub dropped: u64,
+}
+
+impl Capture {
+    /// Captures VXLAN packets (UDP port 4789 and `filter`); returns once tcpdump listens
+    /// (its "listening on" line).
+    pub fn start(host: &mut Host, ns: &str, ifname: &str, filter: &str) -> Capture {
+        Capture::spawn(host, ns, ifname, &format!("udp port 4789 and {filter}"))
+    }
+
+    /// Captures every frame; returns once tcpdump listens.
+    pub fn all(host: &mut Host, ns: &str, ifname: &str) -> Capture {
+        Capture::spawn(host, ns, ifname, "")
+    }
+
+    fn spawn(host: &mut Host, ns: &str, ifname: &str, expr: &str) -> Capture {
+        let mut cmd = Command::new("ip");
+        // A 16 MiB buffer and 160-byte snapshots (outer and inner headers) keep up with
+        // a bulk transfer through the appliances.
+        cmd.args(["netns", "exec", ns, "tcpdump", "-n", "-l", "-e"])
+            .args(["--immediate-mode", "-B", "16384", "-s", "160", "-i", ifname]);
+        if !expr.is_empty() {
+            cmd.arg(expr);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        host.world.track_pid(child.id());
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            let n = stderr.read_line(&mut line).expect("tcpdump stderr");
+            assert!(n > 0, "tcpdump in {ns} exited before listening");
+        }
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Capture {
+            child,
+            stderr,
+            reader,
+            lines,
+            what: format!("{ns}/{ifname} ({expr})"),
+        }
+    }
+
+    /// How many packets tcpdump printed so far.
+    pub fn count(&self) -> usize {
+        packets(&self.lines.lock().unwrap()).len()
+    }
+
+    /// Stops tcpdump and returns how many packets it printed.
+    pub fn stop(self) -> usize {
+        self.stop_all().packets.len()
+    }
+
+    /// Stops tcpdump (SIGTERM, so that it prints every packet it holds and its counts)
+    /// and returns what it saw.
+    pub fn stop_all(mut self) -> Captured {
+        // `ip netns exec` execs tcpdump, so the child's pid is tcpdump's.
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let _ = self.reader.join();
+        let mut summary = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.stderr, &mut summary);
+        let dropped = summary
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets dropped by kernel")?.parse().ok())
+            .unwrap_or(0);
+        let lines = self.lines.lock().unwrap();
+        // A bulk transfer's thousands of packets would bury the test's own output.
+        const SHOWN: usize = 200;
+        let more = match lines.len().saturating_sub(SHOWN) {
+            0 => String::new(),
+            n => format!("\n… {n} more lines"),
+        };
+        eprintln!(
+            "tcpdump on {}:\n{}{more}\n{}",
+            self.what,
+            lines[..lines.len().min(SHOWN)].join("\n"),
+            summary.trim()
+        );
+        Captured {
+            packets: packets(&lines),
+            dropped,
+        }
+    }
+}
+
+/// Groups tcpdump's lines into packets: a packet starts with its timestamp
+/// (`HH:MM:SS.uuuuuu`); a line that does not (the inner frame tcpdump prints under a VXLAN
+/// header, which starts with a MAC address) belongs to the packet above it. Blank lines
+/// (tcpdump prints one as SIGTERM stops it) are no packets.
+fn packets(lines: &[String]) -> Vec<String> {
+    let mut packets: Vec<String> = Vec::new();
+    for l in lines.iter().filter(|l| !l.trim().is_empty()) {
+        let timestamp = l.as_bytes().get(8) == Some(&b'.') && l.as_bytes().get(2) == Some(&b':');
+        match packets.last_mut() {
+            Some(p) if !timestamp => {
+                p.push_str(" | ");
+                p.push_str(l);
+            }
+            _ => packets.push(l.clone()),
+        }
+    }
+    packets
 }
