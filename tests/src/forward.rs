@@ -81,21 +81,31 @@ pub fn iperf_json(result: &anyhow::Result<Iperf>) -> Value {
     match result {
         Ok(i) => serde_json::json!({"bits_per_second": i.bits_per_second,
                                     "packets_per_second": i.packets_per_second,
-                                    "lost_percent": i.lost_percent}),
+                                    "lost_percent": i.lost_percent,
+                                    "range": i.range}),
         Err(e) => serde_json::json!({"error": format!("{e:#}")}),
     }
 }
 
 /// Table cells for an iperf3 result: TCP Gbit/s, UDP packets/s with loss.
+/// With several runs the median comes first and the range after it.
 pub fn gbits_cell(result: &anyhow::Result<Iperf>) -> String {
     result.as_ref().map_or("failed".into(), |i| {
-        format!("{:.2}", i.bits_per_second / 1e9)
+        let g = |bps: f64| format!("{:.2}", bps / 1e9);
+        match i.range {
+            Some((lo, hi)) => format!("{} ({}–{})", g(i.bits_per_second), g(lo), g(hi)),
+            None => g(i.bits_per_second),
+        }
     })
 }
 
 pub fn packets_cell(result: &anyhow::Result<Iperf>) -> String {
-    result.as_ref().map_or("failed".into(), |i| {
-        format!("{:.0} ({:.0}% lost)", i.packets_per_second, i.lost_percent)
+    result.as_ref().map_or("failed".into(), |i| match i.range {
+        Some((lo, hi)) => format!(
+            "{:.0} ({:.0}–{:.0}; {:.0}% lost)",
+            i.packets_per_second, lo, hi, i.lost_percent
+        ),
+        None => format!("{:.0} ({:.0}% lost)", i.packets_per_second, i.lost_percent),
     })
 }
 
@@ -107,6 +117,40 @@ pub struct Iperf {
     /// UDP: datagrams per second that arrived; TCP: 0.
     pub packets_per_second: f64,
     pub lost_percent: f64,
+    /// Over repeated runs ([`iperf3_median`]): the lowest and highest headline figure
+    /// (TCP bits/s, UDP packets/s); the fields above are the median run's.
+    pub range: Option<(f64, f64)>,
+}
+
+/// [`iperf3`] `runs` times on the same setup: the median run by its headline figure (TCP
+/// bits/s, UDP packets/s), with the range beside it. This machine's figures swing from
+/// run to run (2 cores shared by QEMU, iperf3 and the kernel); one run is an anecdote.
+pub fn iperf3_median(
+    world: &mut World,
+    server_ns: &str,
+    client_ns: &str,
+    server: Ipv4Addr,
+    client_args: &[&str],
+    runs: usize,
+) -> anyhow::Result<Iperf> {
+    let mut all = Vec::new();
+    for _ in 0..runs.max(1) {
+        all.push(iperf3(world, server_ns, client_ns, server, client_args)?);
+    }
+    let udp = client_args.contains(&"-u");
+    let headline = |i: &Iperf| {
+        if udp {
+            i.packets_per_second
+        } else {
+            i.bits_per_second
+        }
+    };
+    all.sort_by(|a, b| headline(a).total_cmp(&headline(b)));
+    let mut median = all[all.len() / 2];
+    if all.len() > 1 {
+        median.range = Some((headline(&all[0]), headline(&all[all.len() - 1])));
+    }
+    Ok(median)
 }
 
 /// Runs `iperf3 -s` in `server_ns`, then the client in `client_ns` against `server`
@@ -162,6 +206,7 @@ pub fn parse_iperf(json: &str) -> anyhow::Result<Iperf> {
             bits_per_second: bps,
             packets_per_second: 0.0,
             lost_percent: 0.0,
+            range: None,
         });
     }
     // UDP: the receiver's count (newer iperf3 has `sum_received`, older only `sum`).
@@ -185,5 +230,6 @@ pub fn parse_iperf(json: &str) -> anyhow::Result<Iperf> {
         bits_per_second: received * bytes_per_packet * 8.0 / seconds,
         packets_per_second: received / seconds,
         lost_percent: sum["lost_percent"].as_f64().unwrap_or(0.0),
+        range: None,
     })
 }

@@ -9,7 +9,7 @@
 //! ```text
 //! cargo run --release -p nanovnf-tests --bin bench-router -- \
 //!     [--targets router-snat,router-floating,wire,linux-ns] [--accel tcg,kvm] \
-//!     [--offloads on,off] [--seconds 5] [--json PATH|-]
+//!     [--offloads on,off] [--seconds 5] [--repeat 3] [--json PATH|-]
 //! ```
 
 use std::net::Ipv4Addr;
@@ -23,12 +23,12 @@ use nanovnf_schema::router::{DEFAULT_CONNTRACK_CAPACITY, FloatingIp, RouterRole}
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3, wire_config};
+use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3_median, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: bench-router [--targets NAME,...] [--accel tcg,kvm] \
-                     [--offloads on,off] [--seconds N] [--json PATH|-]";
+                     [--offloads on,off] [--seconds N] [--repeat N] [--json PATH|-]";
 const KNOWN_TARGETS: &[&str] = &["router-snat", "router-floating", "wire", "linux-ns"];
 
 const TENANT: Ipv4Addr = Ipv4Addr::new(10, 60, 1, 10);
@@ -73,6 +73,7 @@ fn run() -> anyhow::Result<bool> {
     let mut accels = vec![Accel::Tcg];
     let mut offloads = vec![true, false];
     let mut seconds = 5;
+    let mut repeat = 3;
     let mut json_path = None;
     for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
         match flag.as_str() {
@@ -89,6 +90,7 @@ fn run() -> anyhow::Result<bool> {
                     .collect::<anyhow::Result<_>>()?
             }
             "--seconds" => seconds = bench::positive(&flag, &value)?,
+            "--repeat" => repeat = bench::positive(&flag, &value)?,
             "--json" => json_path = Some(value),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
@@ -128,7 +130,7 @@ fn run() -> anyhow::Result<bool> {
             if case.offloads { "on" } else { "off" }
         );
         eprintln!("bench-router: {name} ...");
-        let row = measure(case, seconds).unwrap_or_else(|e| Row {
+        let row = measure(case, seconds, repeat).unwrap_or_else(|e| Row {
             case: name.clone(),
             tcp: Err(anyhow::anyhow!("{e:#}")),
             udp: Err(anyhow::anyhow!("setup failed")),
@@ -141,6 +143,7 @@ fn run() -> anyhow::Result<bool> {
     if let Some(path) = json_path {
         let report = json!({
             "seconds": seconds,
+            "repeat": repeat,
             "rows": rows.iter().map(row_json).collect::<Vec<Value>>(),
         });
         if path == "-" {
@@ -160,11 +163,11 @@ fn row_json(r: &Row) -> Value {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| {:<34} | {:>14} | {:>22} | {:>9} | {:>8} |",
+        "| {:<34} | {:>20} | {:>34} | {:>9} | {:>8} |",
         "path", "TCP Gbit/s", "UDP 64 B packets/s", "QEMU CPU", "ready"
     );
     println!(
-        "|{:-<36}|{:->16}|{:->24}|{:->11}|{:->10}|",
+        "|{:-<36}|{:->22}|{:->36}|{:->11}|{:->10}|",
         "", "", "", "", ""
     );
     for r in rows {
@@ -174,7 +177,7 @@ fn print_table(rows: &[Row]) {
             .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
         let ready = r.ready_ms.map_or("–".into(), |m| format!("{m:.0} ms"));
         println!(
-            "| {:<34} | {:>14} | {:>22} | {:>9} | {:>8} |",
+            "| {:<34} | {:>20} | {:>34} | {:>9} | {:>8} |",
             r.case, tcp, udp, cpu, ready
         );
     }
@@ -191,7 +194,7 @@ fn cidr(a: Ipv4Addr, len: u8) -> Ipv4Cidr {
     Ipv4Cidr::new(a, len)
 }
 
-fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
+fn measure(case: &Case, seconds: usize, repeat: usize) -> anyhow::Result<Row> {
     let mut world = World::new(&format!("brt_{}", case.target.replace('-', "_")))?;
     let left = world.add_bridge("bl", 1500)?;
     let right = world.add_bridge("br", 1500)?;
@@ -334,7 +337,14 @@ fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
     let secs = seconds.to_string();
     let cpu_before = vm.as_ref().and_then(|v| process_cpu_time(v.pid()));
     let t0 = Instant::now();
-    let tcp = iperf3(&mut world, &server_ns, &client_ns, server, &["-t", &secs]);
+    let tcp = iperf3_median(
+        &mut world,
+        &server_ns,
+        &client_ns,
+        server,
+        &["-t", &secs],
+        repeat,
+    );
     let qemu_cpu = match (
         vm.as_ref().and_then(|v| process_cpu_time(v.pid())),
         cpu_before,
@@ -344,12 +354,13 @@ fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
         }
         _ => None,
     };
-    let udp = iperf3(
+    let udp = iperf3_median(
         &mut world,
         &server_ns,
         &client_ns,
         server,
         &["-u", "-l", "64", "-b", "0", "-t", &secs],
+        repeat,
     )
     .context("UDP");
     if let (Some(vm), Err(_)) = (&vm, &tcp) {

@@ -12,7 +12,7 @@
 //! ```text
 //! cargo run --release -p nanovnf-tests --bin bench-vxlan -- \
 //!     [--targets gateway,gateway-no-offloads,wire,wire-no-offloads,linux-vxlan] \
-//!     [--accel tcg,kvm] [--underlay-mtu 1500,9000] [--seconds 5] [--json PATH|-]
+//!     [--accel tcg,kvm] [--underlay-mtu 1500,9000] [--seconds 5] [--repeat 3] [--json PATH|-]
 //! ```
 
 use std::process::ExitCode;
@@ -23,14 +23,14 @@ use nanovnf_schema::vxlan::{DEFAULT_AGEING_SECS, DEFAULT_FDB_CAPACITY, VxlanRole
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3, wire_config};
+use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3_median, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench-vxlan [--targets NAME,...] [--accel tcg,kvm] \
-                     [--underlay-mtu 1500,9000] [--seconds N] [--json PATH|-]";
+                     [--underlay-mtu 1500,9000] [--seconds N] [--repeat N] [--json PATH|-]";
 const KNOWN_TARGETS: &[&str] = &[
     "gateway",
     "gateway-no-offloads",
@@ -71,6 +71,7 @@ fn run() -> anyhow::Result<bool> {
     let mut targets: Vec<String> = KNOWN_TARGETS.iter().map(|s| (*s).to_owned()).collect();
     let mut accels = vec![Accel::Tcg];
     let mut seconds = 5;
+    let mut repeat = 3;
     let mut underlay_mtus = vec![1500u16];
     let mut json_path = None;
     for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
@@ -78,6 +79,7 @@ fn run() -> anyhow::Result<bool> {
             "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
             "--accel" => accels = forward::accels(&value)?,
             "--seconds" => seconds = bench::positive(&flag, &value)?,
+            "--repeat" => repeat = bench::positive(&flag, &value)?,
             "--underlay-mtu" => {
                 underlay_mtus = value
                     .split(',')
@@ -107,24 +109,25 @@ fn run() -> anyhow::Result<bool> {
                     None => t.clone(),
                 };
                 eprintln!("bench-vxlan: {case}, underlay MTU {underlay_mtu} ...");
-                let row = measure(t, accel, seconds, underlay_mtu).unwrap_or_else(|e| Row {
-                    case: String::new(),
-                    underlay_mtu,
-                    tcp: Err(anyhow::anyhow!("{e:#}")),
-                    udp: Err(anyhow::anyhow!("setup failed")),
-                    qemu_cpu: None,
-                });
+                let row =
+                    measure(t, accel, seconds, repeat, underlay_mtu).unwrap_or_else(|e| Row {
+                        case: String::new(),
+                        underlay_mtu,
+                        tcp: Err(anyhow::anyhow!("{e:#}")),
+                        udp: Err(anyhow::anyhow!("setup failed")),
+                        qemu_cpu: None,
+                    });
                 rows.push(Row { case, ..row });
             }
         }
     }
     println!();
     println!(
-        "| {:<24} | {:>8} | {:>10} | {:>24} | {:>9} |",
+        "| {:<24} | {:>8} | {:>20} | {:>34} | {:>9} |",
         "path", "underlay", "TCP Gbit/s", "UDP 64 B packets/s", "QEMU CPU"
     );
     println!(
-        "|{:-<26}|{:->10}|{:->12}|{:->26}|{:->11}|",
+        "|{:-<26}|{:->10}|{:->22}|{:->36}|{:->11}|",
         "", "", "", "", ""
     );
     for r in &rows {
@@ -133,7 +136,7 @@ fn run() -> anyhow::Result<bool> {
             .qemu_cpu
             .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
         println!(
-            "| {:<24} | {:>8} | {:>10} | {:>24} | {:>9} |",
+            "| {:<24} | {:>8} | {:>20} | {:>34} | {:>9} |",
             r.case, r.underlay_mtu, tcp, udp, cpu
         );
     }
@@ -147,6 +150,7 @@ fn run() -> anyhow::Result<bool> {
     if let Some(path) = json_path {
         let report = json!({
             "seconds": seconds,
+            "repeat": repeat,
             "rows": rows.iter().map(|r| json!({"case": r.case, "underlay_mtu": r.underlay_mtu,
                 "tcp": forward::iperf_json(&r.tcp),
                 "udp_64": forward::iperf_json(&r.udp), "qemu_cpu_per_second": r.qemu_cpu}))
@@ -191,6 +195,7 @@ fn measure(
     target: &str,
     accel: Option<Accel>,
     seconds: usize,
+    repeat: usize,
     underlay_mtu: u16,
 ) -> anyhow::Result<Row> {
     let overlay_mtu = underlay_mtu - VXLAN_OVERHEAD;
@@ -340,7 +345,14 @@ fn measure(
     let cpu_before = vm.as_ref().and_then(|v| process_cpu_time(v.pid()));
     let t0 = Instant::now();
     let server_ns = remote_host.ns.clone();
-    let tcp = iperf3(&mut world, &server_ns, &local_ns, REMOTE, &["-t", &secs]);
+    let tcp = iperf3_median(
+        &mut world,
+        &server_ns,
+        &local_ns,
+        REMOTE,
+        &["-t", &secs],
+        repeat,
+    );
     let qemu_cpu = match (
         vm.as_ref().and_then(|v| process_cpu_time(v.pid())),
         cpu_before,
@@ -348,12 +360,13 @@ fn measure(
         (Some(a), Some(b)) => Some((a - b).as_secs_f64() / t0.elapsed().as_secs_f64()),
         _ => None,
     };
-    let udp = iperf3(
+    let udp = iperf3_median(
         &mut world,
         &server_ns,
         &local_ns,
         REMOTE,
         &["-u", "-l", "64", "-b", "0", "-t", &secs],
+        repeat,
     );
     Ok(Row {
         case: String::new(),
