@@ -253,11 +253,18 @@ fn gateway_interoperates_with_linux_vxlan() {
         busy.count()
     );
     busy.stop();
-    // ... and none reaches the third.
-    assert_eq!(
-        quiet.stop(),
-        0,
-        "the third VTEP received unicast meant for the remote one"
+    // ... and none reaches the third. (Broadcasts may: the instance's DHCP DISCOVER was
+    // flooded to both VTEPs and may still be leaving the gateway's queue for the third
+    // VTEP while its address resolves.)
+    let stray: Vec<String> = quiet
+        .stop_all()
+        .packets
+        .into_iter()
+        .filter(|p| !p.contains("> ff:ff:ff:ff:ff:ff"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "the third VTEP received unicast meant for the remote one: {stray:?}"
     );
 
     // ARP responder: the local instance's ARP for the remote instance is answered by the
