@@ -17,6 +17,12 @@ pub trait Engine {
     fn apply(&mut self, op: &Op) -> Result<(), String>;
     /// Every counter, by stable name.
     fn counters(&self) -> Vec<Counter>;
+    /// Answers a request that reads the appliance's state rather than changing it
+    /// (`MetadataPasswords`); `None` hands it to [`Engine::apply`], which refuses what
+    /// the appliance does not know.
+    fn answer(&mut self, _seq: u32, _op: &Op) -> Option<Report> {
+        None
+    }
 }
 
 pub struct Channel {
@@ -74,8 +80,9 @@ impl Channel {
     }
 
     /// Reads what arrived and answers every complete request: `Ping`, `SetGeneration`
-    /// and `Counters` here, everything else through `engine`. Returns true when more bytes
-    /// may be waiting (the caller should poll again soon).
+    /// and `Counters` here, everything else through `engine` (its answer to a query, or
+    /// `Done`/`Refused` for a change). Returns true when more bytes may be waiting (the
+    /// caller should poll again soon).
     pub fn serve(&mut self, engine: &mut dyn Engine) -> bool {
         if !self.has_input() {
             return false;
@@ -108,12 +115,15 @@ impl Channel {
                     all.push(Counter::new("control_oversized", self.reader.oversized));
                     Report::Counters { seq, counters: all }
                 }
-                op => match engine.apply(&op) {
-                    Ok(()) => Report::Done {
-                        seq,
-                        generation: self.generation,
+                op => match engine.answer(seq, &op) {
+                    Some(report) => report,
+                    None => match engine.apply(&op) {
+                        Ok(()) => Report::Done {
+                            seq,
+                            generation: self.generation,
+                        },
+                        Err(reason) => Report::Refused { seq, reason },
                     },
-                    Err(reason) => Report::Refused { seq, reason },
                 },
             };
             self.send(&report);

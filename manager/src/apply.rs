@@ -2,16 +2,18 @@
 //! manager killed half-way knows what is its own), then appliances — untouched when they
 //! already run the same configuration, updated live over the control channel when only
 //! ports changed, (re)booted otherwise — and finally what the new plan no longer has is
-//! stopped and deleted.
+//! stopped and deleted. Passwords that instances set through a metadata appliance are
+//! fetched into the state whenever the manager talks to it (and before it is rebooted),
+//! and go back into its configuration each time it boots.
 
 use crate::netlink::{Link, Netlink};
-use crate::plan::{AppliancePlan, LinkKind, Plan, live_changes, shape};
+use crate::plan::{ApplianceKind, AppliancePlan, LinkKind, Plan, live_changes, shape};
 use crate::process;
 use crate::state::{ApplianceRecord, State};
 use anyhow::{Context, bail};
 use nanovnf_qemu::{Accel, ControlClient, Nic, Vm, VmSpec};
-use nanovnf_schema::BootConfig;
 use nanovnf_schema::control::{Op, Report};
+use nanovnf_schema::{BootConfig, Role};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,6 +24,10 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one control-channel request may take.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a metadata appliance may take to report its passwords: a ready one answers in
+/// milliseconds, and one built before the report existed never does.
+pub const PASSWORDS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a stopped appliance gets to exit before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -273,6 +279,12 @@ impl Manager {
             if record.shape == wanted_shape {
                 return self.update_live(record, config).map(Converged::Done);
             }
+            if record.kind == ApplianceKind::Metadata {
+                // What instances set since the last look, before the VM goes.
+                if let Err(e) = self.collect_passwords(record, 0) {
+                    tracing::warn!(appliance = %record.id, "passwords not fetched: {e:#}");
+                }
+            }
             self.stop_appliance(record)?;
             let b = self.boot(
                 plan,
@@ -312,6 +324,14 @@ impl Manager {
             .with_context(|| format!("control channel of {}", record.id))?;
         // Also confirms that an appliance found booting (manager killed mid-`up`) serves.
         client.ping(CONTROL_TIMEOUT)?;
+        if record.kind == ApplianceKind::Metadata {
+            if let Err(e) = self.passwords_from(&mut client, &record.id, 0) {
+                tracing::warn!(appliance = %record.id, "passwords not fetched: {e:#}");
+            }
+            if let Role::Metadata(role) = &config.role {
+                self.state.retain_passwords(&record.id, &role.instances)?;
+            }
+        }
         let generation = if ops.is_empty() {
             record.generation
         } else {
@@ -352,6 +372,12 @@ impl Manager {
     ) -> anyhow::Result<Booting> {
         let mut config = config.clone();
         config.generation = generation;
+        if let Role::Metadata(role) = &mut config.role {
+            // The passwords instances set before: GET /openstack/<v>/password goes on
+            // returning them, and a second POST still gets 409.
+            self.state.retain_passwords(&plan.id, &role.instances)?;
+            role.passwords = self.state.passwords(&plan.id)?;
+        }
         let blob = nanovnf_schema::encode(&config);
         let mut spec = VmSpec::new(&plan.vm_name, self.image(crate::plan::image(plan.kind))?)
             .accel(self.options.accel)
@@ -463,6 +489,39 @@ impl Manager {
         Ok(outcome)
     }
 
+    /// Fetches the passwords `record`'s metadata appliance has that were set after serial
+    /// `since` (0: all) into the state; returns the serial to ask from next time (the
+    /// appliance's count since its boot).
+    pub fn collect_passwords(
+        &mut self,
+        record: &ApplianceRecord,
+        since: u64,
+    ) -> anyhow::Result<u64> {
+        let mut client = ControlClient::connect(&record.control_socket, PASSWORDS_TIMEOUT)
+            .with_context(|| format!("control channel of {}", record.id))?;
+        self.passwords_from(&mut client, &record.id, since)
+    }
+
+    fn passwords_from(
+        &mut self,
+        client: &mut ControlClient,
+        id: &str,
+        mut since: u64,
+    ) -> anyhow::Result<u64> {
+        loop {
+            let page = client.metadata_passwords(since, PASSWORDS_TIMEOUT)?;
+            let changed = self.state.save_passwords(id, &page.passwords)?;
+            if changed > 0 {
+                tracing::info!(appliance = %id, changed, "instance passwords saved");
+            }
+            // `upto` only grows; a page that does not move it cannot be followed.
+            if !page.more || page.upto <= since {
+                return Ok(page.upto.max(since));
+            }
+            since = page.upto;
+        }
+    }
+
     /// Restarts `record`'s appliance with the configuration it held (live changes
     /// included) and a new generation; returns once it is ready.
     pub fn restart(
@@ -517,5 +576,6 @@ fn op_name(op: &Op) -> &'static str {
         Op::VxlanRemotes(_) => "VxlanRemotes",
         Op::VxlanStaticUpsert(_) => "VxlanStaticUpsert",
         Op::VxlanStaticRemove { .. } => "VxlanStaticRemove",
+        Op::MetadataPasswords { .. } => "MetadataPasswords",
     }
 }

@@ -609,19 +609,24 @@ fn metadata_config(t: &Topology, n: &topo::Network, a: &topo::Appliance) -> Boot
             network_id: stable_uuid(&format!("network/{}", n.name)),
             subnets,
             instances,
+            // The manager adds what it kept when it boots the appliance (apply.rs).
+            passwords: Vec::new(),
         }),
     }
 }
 
 /// The part of a configuration that only a reboot can change, as a string that is equal
 /// exactly when that part is: the encoded config with its live items (DHCP hosts, metadata
-/// instances) and generation left out.
+/// instances), the passwords given back at boot and the generation left out.
 pub fn shape(config: &BootConfig) -> String {
     let mut bare = config.clone();
     bare.generation = 0;
     match &mut bare.role {
         Role::Dhcp(role) => role.hosts.clear(),
-        Role::Metadata(role) => role.instances.clear(),
+        Role::Metadata(role) => {
+            role.instances.clear();
+            role.passwords.clear();
+        }
         Role::Router(role) => role.floating_ips.clear(),
         Role::Vxlan(role) => {
             role.remote_vteps.clear();
@@ -804,6 +809,27 @@ user_data = "#cloud-config\n"
 
         let resubnetted = FILE.replace("192.168.1.", "192.168.2.");
         assert_ne!(shape(dhcp(&old)), shape(dhcp(&plan(&resubnetted))));
+    }
+
+    #[test]
+    fn passwords_given_back_at_boot_are_neither_shape_nor_a_live_change() {
+        let p = plan(FILE);
+        let planned = p.appliance("metadata/net1").and_then(|a| a.config.as_ref());
+        let planned = planned.expect("a metadata config");
+        let mut booted = planned.clone();
+        let Role::Metadata(role) = &mut booted.role else {
+            panic!()
+        };
+        assert!(role.passwords.is_empty(), "the plan has none");
+        let kept = nanovnf_schema::metadata::InstancePassword {
+            mac: role.instances[0].mac,
+            uuid: role.instances[0].uuid.clone(),
+            password: b"c2VjcmV0".to_vec(),
+        };
+        role.passwords.push(kept);
+        // The appliance that was given a password back is the one the plan wants.
+        assert_eq!(shape(&booted), shape(planned));
+        assert!(live_changes(&booted, planned).is_empty());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! What this manager has done to the host, in an SQLite database in the state directory:
-//! the applied plan, every link it created (or enslaved), and every appliance it started
-//! with its pid, generation, control socket and the configuration the VM holds. `status`,
-//! `down` and the next `up` read it, even after the manager was killed.
+//! the applied plan, every link it created (or enslaved), every appliance it started
+//! with its pid, generation, control socket and the configuration the VM holds, and the
+//! passwords instances set through a metadata appliance (given back when it reboots).
+//! `status`, `down` and the next `up` read it, even after the manager was killed.
 
 use crate::plan::{ApplianceKind, Plan};
 use anyhow::Context;
+use nanovnf_qemu::format_mac;
+use nanovnf_schema::metadata::{InstancePassword, MetadataInstance};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,16 @@ CREATE TABLE IF NOT EXISTS appliances (
     config BLOB NOT NULL,
     restarts INTEGER NOT NULL DEFAULT 0,
     accel TEXT NOT NULL DEFAULT ''
+);
+-- What instances POSTed to a metadata appliance's /openstack/<v>/password, fetched with
+-- MetadataPasswords; one per port, for the instance (uuid) that set it.
+CREATE TABLE IF NOT EXISTS passwords (
+    appliance TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    uuid TEXT NOT NULL,
+    password BLOB NOT NULL,
+    saved_at INTEGER NOT NULL,
+    PRIMARY KEY (appliance, mac)
 );
 ";
 
@@ -254,11 +267,88 @@ impl State {
         Ok(())
     }
 
+    /// Forgets the appliance and the passwords its instances set.
     pub fn forget_appliance(&self, id: &str) -> anyhow::Result<()> {
         self.db
             .execute("DELETE FROM appliances WHERE id = ?1", [id])?;
+        self.db
+            .execute("DELETE FROM passwords WHERE appliance = ?1", [id])?;
         Ok(())
     }
+
+    /// Keeps `passwords` reported by `appliance`; returns how many were new or changed.
+    pub fn save_passwords(
+        &mut self,
+        appliance: &str,
+        passwords: &[InstancePassword],
+    ) -> anyhow::Result<usize> {
+        if passwords.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.db.transaction()?;
+        let mut changed = 0;
+        for p in passwords {
+            changed += tx.execute(
+                "INSERT INTO passwords (appliance, mac, uuid, password, saved_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (appliance, mac) DO UPDATE SET uuid = ?3, password = ?4,
+                     saved_at = ?5
+                 WHERE uuid != ?3 OR password != ?4",
+                params![appliance, format_mac(p.mac), p.uuid, p.password, unix_now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// The passwords kept for `appliance`, by MAC.
+    pub fn passwords(&self, appliance: &str) -> anyhow::Result<Vec<InstancePassword>> {
+        let mut statement = self.db.prepare(
+            "SELECT mac, uuid, password FROM passwords WHERE appliance = ?1 ORDER BY mac",
+        )?;
+        let rows = statement.query_map([appliance], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mac, uuid, password) = row?;
+            let mac = parse_mac(&mac)
+                .with_context(|| format!("recorded password of {appliance}: MAC {mac:?}"))?;
+            out.push(InstancePassword {
+                mac,
+                uuid,
+                password,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets the passwords of `appliance` that belong to no instance of `instances`
+    /// (a port removed, or another instance on it now), as Nova's go with the instance.
+    pub fn retain_passwords(
+        &self,
+        appliance: &str,
+        instances: &[MetadataInstance],
+    ) -> anyhow::Result<()> {
+        for p in self.passwords(appliance)? {
+            if !instances.iter().any(|i| i.mac == p.mac && i.uuid == p.uuid) {
+                self.db.execute(
+                    "DELETE FROM passwords WHERE appliance = ?1 AND mac = ?2",
+                    params![appliance, format_mac(p.mac)],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 fn unix_now() -> i64 {
@@ -321,6 +411,63 @@ mod tests {
         assert_eq!(back.config, vec![1, 2, 3]);
         state.forget_appliance("dhcp/net").unwrap();
         assert!(state.appliances().unwrap().is_empty());
+        drop(state);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn passwords_are_kept_per_appliance_and_port_and_go_with_their_instance() {
+        let dir = std::env::temp_dir().join(format!("nanovnf-state-pw-{}", std::process::id()));
+        let mut state = State::open(&dir).unwrap();
+        let pw = |last: u8, uuid: &str, password: &[u8]| InstancePassword {
+            mac: [0xfa, 0x16, 0x3e, 0, 0, last],
+            uuid: uuid.into(),
+            password: password.to_vec(),
+        };
+        let first = [pw(0x11, "u1", b"c2VjcmV0"), pw(0x12, "u2", &[0, 0xff])];
+        assert_eq!(state.save_passwords("metadata/net", &first).unwrap(), 2);
+        // The same report again changes nothing; another appliance's are its own.
+        assert_eq!(state.save_passwords("metadata/net", &first).unwrap(), 0);
+        state
+            .save_passwords("metadata/other", &[pw(0x11, "u9", b"x")])
+            .unwrap();
+        assert_eq!(state.passwords("metadata/net").unwrap(), first);
+        // A new instance on port 0x12 that set its own replaces the old one's.
+        let newer = pw(0x12, "u3", b"bmV3");
+        assert_eq!(
+            state
+                .save_passwords("metadata/net", std::slice::from_ref(&newer))
+                .unwrap(),
+            1
+        );
+        // Ports whose instance is gone or another one lose theirs.
+        let instance = |last: u8, uuid: &str| MetadataInstance {
+            mac: [0xfa, 0x16, 0x3e, 0, 0, last],
+            ip: std::net::Ipv4Addr::new(192, 168, 1, last),
+            port_id: String::new(),
+            uuid: uuid.into(),
+            name: String::new(),
+            hostname: String::new(),
+            domain: String::new(),
+            availability_zone: String::new(),
+            project_id: String::new(),
+            launch_index: 0,
+            public_keys: Vec::new(),
+            meta: Vec::new(),
+            user_data: None,
+            floating_ip: None,
+            mtu: 1500,
+        };
+        state
+            .retain_passwords(
+                "metadata/net",
+                &[instance(0x11, "another"), instance(0x12, "u3")],
+            )
+            .unwrap();
+        assert_eq!(state.passwords("metadata/net").unwrap(), [newer]);
+        state.forget_appliance("metadata/net").unwrap();
+        assert!(state.passwords("metadata/net").unwrap().is_empty());
+        assert_eq!(state.passwords("metadata/other").unwrap().len(), 1);
         drop(state);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,8 +1,10 @@
 //! End to end: the `nanovnf` binary itself, run inside a namespace of its own test world
 //! (`ip netns exec NS nanovnf …`), making real bridges and taps through netlink and
-//! booting real appliances, checked with `ip`, `status --json` and real DHCP clients.
+//! booting real appliances, checked with `ip`, `status --json`, real DHCP clients and
+//! `curl` against the metadata service.
 
 use nanovnf_tests::mac_to_string;
+use nanovnf_tests::metadata::curl;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,9 +162,24 @@ fn a_second_up_restarts_nothing_and_a_new_port_is_served_live() {
     assert_eq!(host.pids().len(), 2);
 }
 
+/// The password the manager keeps for the port with `mac` (state.db, read-only).
+fn saved_password(state: &Path, mac: [u8; 6]) -> Option<Vec<u8>> {
+    let db = rusqlite::Connection::open_with_flags(
+        state.join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row(
+        "SELECT password FROM passwords WHERE mac = ?1",
+        [mac_to_string(mac)],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
 #[test]
 fn a_crashed_appliance_is_serving_again_within_a_second() {
-    let Some(mut host) = Host::new("mgr_crash", &["busybox"]) else {
+    let Some(mut host) = Host::new("mgr_crash", &["busybox", "curl"]) else {
         return;
     };
     let file = host.write("topology.toml", &one_network());
@@ -186,9 +203,49 @@ fn a_crashed_appliance_is_serving_again_within_a_second() {
     );
     assert!(back < Duration::from_secs(1), "took {back:?}");
     // Serving, with its configuration re-pushed: the port still gets its address.
-    let got = host.lease("vm1", "demo-net", VM1);
+    let (vm1, got) = host.lease_instance("vm1", "demo-net", VM1, MTU, 5);
     assert!(got.contains(&"192.168.1.11/24".to_owned()), "{got:?}");
     assert_eq!(host.pids()["metadata/demo-net"], pids["metadata/demo-net"]);
+
+    // The password the instance sets reaches the manager's state, and a restarted
+    // metadata appliance still has it: GET returns it and a second POST is refused.
+    let password = "c2VjcmV0IGVuY3J5cHRlZCB3aXRoIHRoZSBpbnN0YW5jZSdzIGtleQ==";
+    let post = |data: &str| {
+        curl(
+            &host.world,
+            &vm1,
+            "/openstack/latest/password",
+            &["-X", "POST", "--data-binary", data],
+        )
+        .expect("curl POST")
+    };
+    assert_eq!(post(password).status, 200);
+    let posted = Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "the password in the manager's state",
+        || saved_password(&host.state, VM1).as_deref() == Some(password.as_bytes()),
+    );
+    eprintln!(
+        "password saved by the manager {:.0} ms after the POST",
+        posted.elapsed().as_secs_f64() * 1000.0
+    );
+    let metadata = pids["metadata/demo-net"];
+    // SAFETY: kill(2) on the appliance's pid, which the manager reports and which is
+    // inside this test's namespace.
+    unsafe {
+        libc::kill(metadata as i32, libc::SIGKILL);
+    }
+    wait_until(Duration::from_secs(5), "a new metadata appliance", || {
+        host.all_ready()
+            && host
+                .pids()
+                .get("metadata/demo-net")
+                .is_some_and(|p| *p != metadata)
+    });
+    let get = curl(&host.world, &vm1, "/openstack/latest/password", &[]).expect("curl GET");
+    assert_eq!((get.status, get.text()), (200, password.to_owned()));
+    assert_eq!(post("another").status, 409);
 
     // SIGHUP re-applies the changed file, live.
     let file2 = host.write(

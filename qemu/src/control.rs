@@ -4,6 +4,7 @@
 //! connects again.
 
 use nanovnf_schema::control::{self, Counter, FrameReader, Op, Report, Request};
+use nanovnf_schema::metadata::PasswordPage;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -158,6 +159,20 @@ impl ControlClient {
         }
     }
 
+    /// One page of the passwords a metadata appliance's instances set after serial
+    /// `since` (0: all). An appliance built before this request existed does not answer:
+    /// the call times out.
+    pub fn metadata_passwords(
+        &mut self,
+        since: u64,
+        timeout: Duration,
+    ) -> Result<PasswordPage, ControlError> {
+        match self.call(Op::MetadataPasswords { since }, timeout)? {
+            Report::MetadataPasswords { page, .. } => Ok(page),
+            report => Err(self.unexpected(report)),
+        }
+    }
+
     fn answer(&self, seq: u32, report: Report) -> Result<Report, ControlError> {
         match report {
             Report::Refused { reason, .. } => Err(ControlError::Refused {
@@ -238,8 +253,9 @@ impl ControlClient {
 fn answer_seq(report: &Report) -> Option<u32> {
     match report {
         Report::Ready { .. } => None,
-        Report::Done { seq, .. } | Report::Refused { seq, .. } | Report::Counters { seq, .. } => {
-            Some(*seq)
-        }
+        Report::Done { seq, .. }
+        | Report::Refused { seq, .. }
+        | Report::Counters { seq, .. }
+        | Report::MetadataPasswords { seq, .. } => Some(*seq),
     }
 }

@@ -112,6 +112,7 @@ impl TenantNet {
                 network_id: "3c0e0e4b-2b7c-4f0a-8a7e-7a0e5c1b0001".into(),
                 subnets: vec![self.subnet()],
                 instances,
+                passwords: Vec::new(),
             }),
         }
     }

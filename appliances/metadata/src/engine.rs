@@ -3,7 +3,9 @@
 //! answered only if its connection's source address *and* source MAC are those of one
 //! instance; anything else gets a 404 that says nothing. Everything is bounded: the
 //! instance table, a connection's input (one request head and body), its queued output
-//! (one response at a time beyond a small high-water mark) and its time.
+//! (one response at a time beyond a small high-water mark) and its time. Passwords the
+//! instances set are numbered, so the manager can fetch the new ones and give them back
+//! at the next boot.
 
 use crate::http::{self, HttpError, MAX_BODY, MAX_HEAD, Method, Status};
 use crate::tree::{self, Entry, Network, Resource, Rng};
@@ -16,7 +18,8 @@ use core::fmt;
 use core::net::Ipv4Addr;
 use nanovnf_schema::control::{Counter, Op};
 use nanovnf_schema::metadata::{
-    MAX_INSTANCES, MAX_USER_DATA, MetadataInstance, MetadataRole, MetadataSubnet,
+    InstancePassword, MAX_INSTANCES, MAX_PASSWORD, MAX_PASSWORDS_PER_PAGE, MAX_USER_DATA,
+    MetadataInstance, MetadataRole, MetadataSubnet, PasswordPage,
 };
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -33,7 +36,7 @@ pub const SEND_TIMEOUT_NS: u64 = 10 * SECOND_NS;
 /// empty lines) and one body; the rest waits in the TCP window.
 pub const INPUT_LIMIT: usize = MAX_HEAD + http::MAX_LEADING_EMPTY + MAX_BODY;
 /// Pipelined requests wait while this many bytes of answers are queued.
-const OUTPUT_HIGH_WATER: usize = 16 * 1024;
+pub const OUTPUT_HIGH_WATER: usize = 16 * 1024;
 
 /// What the network layer saw of a connection's source MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +78,15 @@ pub enum Event {
     MethodNotAllowed,
     PasswordConflict,
     PasswordsSet,
+    /// Passwords taken from the boot configuration (set before a restart).
+    PasswordsRestored,
     TimeoutRequest,
     TimeoutIdle,
     TimeoutSend,
 }
 
 impl Event {
-    pub const ALL: [Event; 16] = [
+    pub const ALL: [Event; 17] = [
         Event::Connections,
         Event::Requests,
         Event::UnknownAddress,
@@ -95,6 +100,7 @@ impl Event {
         Event::MethodNotAllowed,
         Event::PasswordConflict,
         Event::PasswordsSet,
+        Event::PasswordsRestored,
         Event::TimeoutRequest,
         Event::TimeoutIdle,
         Event::TimeoutSend,
@@ -115,6 +121,7 @@ impl Event {
             Event::MethodNotAllowed => "method_not_allowed",
             Event::PasswordConflict => "password_conflict",
             Event::PasswordsSet => "passwords_set",
+            Event::PasswordsRestored => "passwords_restored",
             Event::TimeoutRequest => "timeout_request",
             Event::TimeoutIdle => "timeout_idle",
             Event::TimeoutSend => "timeout_send",
@@ -219,6 +226,16 @@ impl Conn {
         }
     }
 
+    /// Bytes of input held: a request not answered yet, at most [`INPUT_LIMIT`].
+    pub fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Bytes of answers queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Bytes the connection would take now (0 while it waits for its output to drain or
     /// is closing).
     pub fn room(&self) -> usize {
@@ -262,17 +279,22 @@ pub struct Engine {
     instances: BTreeMap<[u8; 6], Entry>,
     by_ip: BTreeMap<Ipv4Addr, [u8; 6]>,
     rng: Rng,
+    /// Passwords set since boot, restored ones included: the serial of the latest.
+    password_serial: u64,
     events: [u64; Event::ALL.len()],
     statuses: [u64; Status::ALL.len()],
 }
 
 impl Engine {
-    /// Serves `role`; `seed` seeds `random_seed` (the image passes its clock).
+    /// Serves `role`; `seed` seeds `random_seed` (the image passes its clock). A password
+    /// of `role.passwords` is restored when its MAC and UUID name an instance and it is
+    /// one an instance could have set (1 to [`MAX_PASSWORD`] bytes); others are ignored.
     pub fn new(role: MetadataRole, seed: u64) -> Result<Self, ServiceError> {
         let MetadataRole {
             network_id,
             subnets,
             instances,
+            passwords,
         } = role;
         let mut engine = Engine {
             network_id,
@@ -280,11 +302,28 @@ impl Engine {
             instances: BTreeMap::new(),
             by_ip: BTreeMap::new(),
             rng: Rng::new(seed),
+            password_serial: 0,
             events: [0; Event::ALL.len()],
             statuses: [0; Status::ALL.len()],
         };
         for inst in instances {
             engine.upsert(inst)?;
+        }
+        for p in passwords {
+            let Some(entry) = engine.instances.get_mut(&p.mac) else {
+                continue;
+            };
+            if entry.inst.uuid != p.uuid
+                || entry.password.is_some()
+                || p.password.is_empty()
+                || p.password.len() > MAX_PASSWORD
+            {
+                continue;
+            }
+            engine.password_serial += 1;
+            entry.password = Some(p.password);
+            entry.password_serial = engine.password_serial;
+            engine.events[Event::PasswordsRestored as usize] += 1;
         }
         Ok(engine)
     }
@@ -333,17 +372,52 @@ impl Engine {
         if old.is_none() && self.instances.len() >= MAX_INSTANCES {
             return Err(ServiceError::TableFull);
         }
-        let password = old
+        let (password, password_serial) = old
             .filter(|o| o.inst.uuid == inst.uuid)
-            .and_then(|o| o.password.clone());
+            .map_or((None, 0), |o| (o.password.clone(), o.password_serial));
         if let Some(old_ip) = old.map(|o| o.inst.ip) {
             self.by_ip.remove(&old_ip);
         }
         let mut entry = Entry::new(inst);
         entry.password = password;
+        entry.password_serial = password_serial;
         self.by_ip.insert(entry.inst.ip, entry.inst.mac);
         self.instances.insert(entry.inst.mac, entry);
         Ok(())
+    }
+
+    /// The passwords set after serial `since` (restored ones count from 1 at boot), oldest
+    /// first, one page at a time: the manager asks again from `upto` while `more`.
+    pub fn passwords(&self, since: u64) -> PasswordPage {
+        let newer = |after: u64| {
+            self.instances
+                .values()
+                .filter(move |e| e.password.is_some() && e.password_serial > after)
+        };
+        // Successive minimums rather than a sort: a page is short, and this is smaller
+        // code in the image.
+        let mut passwords = Vec::new();
+        let mut upto = since;
+        while passwords.len() < MAX_PASSWORDS_PER_PAGE {
+            let Some(e) = newer(upto).min_by_key(|e| e.password_serial) else {
+                break;
+            };
+            upto = e.password_serial;
+            passwords.push(InstancePassword {
+                mac: e.inst.mac,
+                uuid: e.inst.uuid.clone(),
+                password: e.password.clone().unwrap_or_default(),
+            });
+        }
+        let more = newer(upto).next().is_some();
+        if !more {
+            upto = self.password_serial.max(since);
+        }
+        PasswordPage {
+            upto,
+            more,
+            passwords,
+        }
     }
 
     pub fn count(&mut self, event: Event) {
@@ -503,6 +577,7 @@ impl Engine {
             subnets,
             instances,
             rng,
+            password_serial,
             ..
         } = self;
         let Some(entry) = instances.get_mut(&mac) else {
@@ -524,7 +599,9 @@ impl Engine {
                     Err((Event::PasswordConflict, Status::Conflict, None))
                 } else {
                     if !req.body.is_empty() {
+                        *password_serial += 1;
                         entry.password = Some(req.body);
+                        entry.password_serial = *password_serial;
                         self.count(Event::PasswordsSet);
                     }
                     Ok((tree::TEXT_PLAIN, Chunk::Owned(Vec::new())))

@@ -10,7 +10,7 @@ use core::fmt::Write;
 pub const MAX_HEAD: usize = 8 * 1024;
 
 /// The largest request body: Nova's password limit (4 chunks of 255 bytes).
-pub const MAX_BODY: usize = 1020;
+pub const MAX_BODY: usize = nanovnf_schema::metadata::MAX_PASSWORD;
 
 /// Bytes of empty lines tolerated before a request line (RFC 9112 §2.2 asks for one).
 pub const MAX_LEADING_EMPTY: usize = 16;

@@ -180,6 +180,7 @@ fn app() -> (Service, Port, End) {
         network_id: "net".into(),
         subnets: Vec::new(),
         instances: vec![instance(1), instance(2)],
+        passwords: Vec::new(),
     };
     let nic = NicConfig {
         mac: APP_MAC,

@@ -17,7 +17,10 @@ use core::net::Ipv4Addr;
 use nanovnf_schema::Ipv4Cidr;
 use nanovnf_schema::control::Op;
 use nanovnf_schema::dhcp::Route;
-use nanovnf_schema::metadata::{MAX_INSTANCES, MetadataInstance, MetadataRole, MetadataSubnet};
+use nanovnf_schema::metadata::{
+    InstancePassword, MAX_INSTANCES, MAX_PASSWORDS_PER_PAGE, MetadataInstance, MetadataRole,
+    MetadataSubnet, PasswordPage,
+};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -72,6 +75,7 @@ fn role() -> MetadataRole {
         network_id: "net-1".into(),
         subnets: vec![subnet()],
         instances: vec![instance(1), bare],
+        passwords: Vec::new(),
     }
 }
 
@@ -1264,6 +1268,7 @@ fn upsert_moves_an_address_and_refuses_conflicts_and_limits() {
             network_id: "n".into(),
             subnets: vec![subnet()],
             instances: Vec::new(),
+            passwords: Vec::new(),
         },
         0,
     )
@@ -1320,4 +1325,364 @@ fn tree_lookup_is_total_over_odd_tokens() {
     ] {
         assert!(tree::lookup(toks, entry, net, &mut rng).is_none());
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Passwords kept by the manager
+
+#[test]
+fn passwords_are_reported_in_the_order_they_were_set() {
+    let mut e = engine();
+    let post = |e: &mut Engine, p: Peer, body: &str| {
+        let raw = format!(
+            "POST /openstack/latest/password HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(e, p, raw.as_bytes()).0.remove(0).status
+    };
+    assert_eq!(e.passwords(0), PasswordPage::default());
+    assert_eq!(post(&mut e, peer(2), "two"), 200);
+    assert_eq!(post(&mut e, peer(1), "one"), 200);
+    let page = e.passwords(0);
+    assert_eq!((page.upto, page.more), (2, false));
+    let got: Vec<(u8, &[u8])> = page
+        .passwords
+        .iter()
+        .map(|p| (p.mac[5], &p.password[..]))
+        .collect();
+    assert_eq!(got, [(2, &b"two"[..]), (1, b"one")]);
+    assert_eq!(page.passwords[1].uuid, instance(1).uuid);
+    // Only what is newer than `since`; a refused second POST adds nothing.
+    assert_eq!(post(&mut e, peer(1), "again"), 409);
+    let page = e.passwords(1);
+    assert_eq!((page.upto, page.passwords.len()), (2, 1));
+    assert_eq!(page.passwords[0].password, b"one");
+    assert_eq!(e.passwords(2).passwords, []);
+    // A new instance on the port has none; the old one's is not reported any more.
+    let mut other = instance(1);
+    other.uuid = "another".into();
+    e.upsert(other).unwrap();
+    assert_eq!(e.passwords(0).passwords.len(), 1);
+}
+
+#[test]
+fn password_pages_stop_at_the_page_size_and_continue_from_upto() {
+    let mut r = role();
+    r.instances.clear();
+    let mut e = Engine::new(r, 0).unwrap();
+    let n = MAX_PASSWORDS_PER_PAGE + 3;
+    for i in 0..n {
+        let mut inst = instance(1);
+        inst.mac = [2, 0, 0, 0, 0, i as u8];
+        inst.ip = Ipv4Addr::new(10, 0, 0, i as u8);
+        e.upsert(inst).unwrap();
+        let p = Peer {
+            ip: Ipv4Addr::new(10, 0, 0, i as u8),
+            port: 1,
+            mac: SourceMac::Seen([2, 0, 0, 0, 0, i as u8]),
+        };
+        let raw =
+            format!("POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 2\r\n\r\n{i:02}");
+        assert_eq!(exchange(&mut e, p, raw.as_bytes()).0[0].status, 200);
+    }
+    let first = e.passwords(0);
+    assert!(first.more);
+    assert_eq!(first.passwords.len(), MAX_PASSWORDS_PER_PAGE);
+    assert_eq!(first.upto, MAX_PASSWORDS_PER_PAGE as u64);
+    let rest = e.passwords(first.upto);
+    assert!(!rest.more);
+    assert_eq!(rest.upto, n as u64);
+    let all: Vec<Vec<u8>> = first
+        .passwords
+        .iter()
+        .chain(&rest.passwords)
+        .map(|p| p.password.clone())
+        .collect();
+    let want: Vec<Vec<u8>> = (0..n).map(|i| format!("{i:02}").into_bytes()).collect();
+    assert_eq!(all, want);
+}
+
+#[test]
+fn a_restored_password_is_served_conflicts_and_is_reported_again() {
+    let mut r = role();
+    let password = |mac: [u8; 6], uuid: &str, pw: &[u8]| InstancePassword {
+        mac,
+        uuid: uuid.into(),
+        password: pw.to_vec(),
+    };
+    r.passwords = vec![
+        password(mac(1), &instance(1).uuid, b"c2VjcmV0"),
+        // Another instance's UUID, an unknown MAC, empty and oversized: all ignored.
+        password(mac(2), &instance(1).uuid, b"not-yours"),
+        password(mac(7), "nobody", b"x"),
+        password(mac(2), &instance(2).uuid, b""),
+        password(mac(2), &instance(2).uuid, &[b'a'; MAX_BODY + 1]),
+    ];
+    let mut e = Engine::new(r, 1).unwrap();
+    assert_eq!(e.events(Event::PasswordsRestored), 1);
+    assert_eq!(get(&mut e, "/openstack/latest/password").text(), "c2VjcmV0");
+    assert_eq!(
+        get_as(&mut e, peer(2), "/openstack/latest/password").text(),
+        ""
+    );
+    let raw = b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 3\r\n\r\nnew";
+    assert_eq!(exchange(&mut e, peer(1), raw).0[0].status, 409);
+    // A manager that lost its copy gets it back from the appliance.
+    let page = e.passwords(0);
+    assert_eq!(page.upto, 1);
+    assert_eq!(
+        page.passwords,
+        [password(mac(1), &instance(1).uuid, b"c2VjcmV0")]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The fuzz body, on stable
+
+use crate as metadata;
+
+/// The cargo-fuzz target's body (input layout and invariants), shared with `fuzz/`.
+#[path = "../../../fuzz/metadata_http_check.rs"]
+mod fuzz_check;
+
+/// Seed inputs for the fuzzer in `fuzz_check`'s layout: every kind of request above from
+/// every kind of caller, split and pipelined, refused input, slow readers, live changes
+/// and password reports. `fuzz/corpus/metadata_http/seed-<name>` holds them (see
+/// `committed_seed_corpus_is_current`).
+fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use fuzz_check::{OP_CLOSE, OP_DATA, OP_IDLE, OP_LIVE, OP_PASSWORDS, OP_READ, encode};
+    // `sel` for slot `slot` opened from source `src`.
+    let on = |slot: u8, src: u8| slot + 8 * src;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+    let paths = [
+        "/openstack/latest/meta_data.json",
+        "/openstack/latest/network_data.json",
+        "/openstack/latest/user_data",
+        "/openstack/2012-08-10/meta_data.json",
+        "/latest/meta-data/",
+        "/latest/meta-data/public-keys/0/openssh-key",
+        "/2009-04-04/user-data",
+        "/openstack",
+        "/nope",
+    ];
+    let pipelined: String = paths.iter().map(|p| get(p)).collect();
+    let head = "HEAD /latest/meta-data/hostname HTTP/1.1\r\n\r\n";
+    let put = "PUT /openstack/latest/password HTTP/1.1\r\nContent-Length: 1\r\n\r\nx";
+    let post = "POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 8\r\n\r\nc2VjcmV0";
+    let get_pw = get("/openstack/latest/password");
+    let close = "GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n";
+    let md = get("/openstack/latest/meta_data.json");
+
+    let mut callers: Vec<(u8, u8, u8, &[u8])> = Vec::new();
+    for src in 0..8 {
+        callers.push((OP_DATA, 0, on(src, src), md.as_bytes()));
+        callers.push((OP_DATA, 0, on(src, src), head.as_bytes()));
+        callers.push((OP_READ, 1, on(src, 10), b""));
+    }
+    let mut split: Vec<(u8, u8, u8, &[u8])> = Vec::new();
+    // Two requests from two callers, interleaved a few bytes at a time.
+    let slow = get("/openstack/latest/network_data.json");
+    let other = get("/latest/meta-data/local-ipv4");
+    let pairs = slow.as_bytes().chunks(3).zip(other.as_bytes().chunks(2));
+    for (a, b) in pairs.clone() {
+        split.push((OP_DATA, 0, on(0, 0), a));
+        split.push((OP_DATA, 0, on(1, 1), b));
+    }
+    let n = pairs.count();
+    split.push((
+        OP_DATA,
+        0,
+        on(0, 0),
+        &slow.as_bytes()[(3 * n).min(slow.len())..],
+    ));
+    split.push((
+        OP_DATA,
+        0,
+        on(1, 1),
+        &other.as_bytes()[(2 * n).min(other.len())..],
+    ));
+    split.push((OP_READ, 0, on(0, 10), b""));
+    split.push((OP_READ, 0, on(1, 10), b""));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(http::MAX_HEAD)
+    );
+    let big_body = "POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 1021\r\n\r\n";
+    let user_data = vec![b'u'; 40_000];
+    let many_ud: String = (0..6).map(|_| get("/openstack/latest/user_data")).collect();
+    vec![
+        (
+            "paths",
+            encode(
+                1,
+                &[
+                    (OP_DATA, 0, on(0, 0), pipelined.as_bytes()),
+                    (OP_READ, 0, on(0, 10), b""),
+                    (OP_DATA, 0, on(1, 1), pipelined.as_bytes()),
+                    (OP_DATA, 0, on(1, 1), head.as_bytes()),
+                    (OP_DATA, 0, on(1, 1), put.as_bytes()),
+                    (OP_READ, 0, on(1, 10), b""),
+                    (OP_DATA, 0, on(2, 0), close.as_bytes()),
+                    (OP_READ, 0, on(2, 10), b""),
+                ],
+            ),
+        ),
+        ("callers", encode(0, &callers)),
+        (
+            "password",
+            encode(
+                2,
+                &[
+                    (OP_PASSWORDS, 0, 0, b""),
+                    (OP_DATA, 0, on(0, 0), get_pw.as_bytes()),
+                    (OP_DATA, 0, on(1, 1), post.as_bytes()),
+                    (OP_DATA, 0, on(1, 1), get_pw.as_bytes()),
+                    (OP_DATA, 0, on(1, 1), post.as_bytes()),
+                    (OP_READ, 0, on(1, 10), b""),
+                    (OP_DATA, 0, on(3, 3), post.as_bytes()),
+                    (OP_DATA, 0, on(4, 6), get_pw.as_bytes()),
+                    (OP_PASSWORDS, 0, 1, b""),
+                    (OP_READ, 0, on(0, 10), b""),
+                ],
+            ),
+        ),
+        ("split", encode(0, &split)),
+        (
+            "refused",
+            encode(
+                0,
+                &[
+                    (OP_DATA, 0, on(0, 0), b"\r\n\r\nGET /\x01 HTTP/1.1\r\n\r\n"),
+                    (OP_DATA, 0, on(1, 0), big_head.as_bytes()),
+                    (OP_DATA, 0, on(2, 1), big_body.as_bytes()),
+                    (
+                        OP_DATA,
+                        0,
+                        on(3, 1),
+                        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    ),
+                    (OP_DATA, 0, on(4, 0), b"GET / HTTP/1.1\r\nHost"),
+                    (OP_CLOSE, 0, 4, b""),
+                    (OP_DATA, 0, on(5, 0), b"GET / HTT"),
+                    (OP_CLOSE, 0, 5 + 8, b""),
+                    (OP_READ, 0, on(0, 10), b""),
+                    (OP_READ, 0, on(1, 10), b""),
+                    (OP_READ, 0, on(2, 10), b""),
+                    (OP_READ, 0, on(3, 10), b""),
+                ],
+            ),
+        ),
+        (
+            "live",
+            encode(
+                0,
+                &[
+                    (OP_DATA, 0, on(0, 0), md.as_bytes()),
+                    (OP_LIVE, 0, 1, b""), // instance 1 moves to .50
+                    (OP_DATA, 0, on(1, 7), md.as_bytes()),
+                    (OP_DATA, 0, on(2, 0), md.as_bytes()),
+                    (OP_LIVE, 0, 2 + 4, b"new"), // instance 2 gets another UUID
+                    (OP_LIVE, 0, 8, b"three"),   // instance 3 arrives
+                    (OP_DATA, 0, on(3, 2), md.as_bytes()),
+                    (OP_LIVE, 0, 3 + 8, b""), // and leaves
+                    (OP_DATA, 0, on(3, 2), md.as_bytes()),
+                    (OP_LIVE, 0, 0, b"home"), // instance 1 comes back
+                    (OP_READ, 0, on(0, 10), b""),
+                    (OP_READ, 0, on(1, 10), b""),
+                    (OP_READ, 0, on(2, 10), b""),
+                    (OP_READ, 0, on(3, 10), b""),
+                ],
+            ),
+        ),
+        (
+            "slow",
+            encode(
+                0,
+                &[
+                    (OP_LIVE, 0, 0, &user_data),
+                    (OP_DATA, 0, on(0, 0), many_ud.as_bytes()),
+                    (OP_READ, 1, on(0, 3), b""),
+                    (OP_READ, 1, on(0, 5), b""),
+                    (OP_DATA, 0, on(1, 1), b"GET / HTTP/1.1\r\n"),
+                    (OP_IDLE, 60, 0, b""),
+                    (OP_DATA, 0, on(2, 1), md.as_bytes()),
+                    (OP_READ, 0, on(2, 10), b""),
+                    (OP_IDLE, 200, 0, b""),
+                ],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn fuzz_body_holds_on_seeds_and_mutations() {
+    let seeds = fuzz_seeds();
+    for (name, seed) in &seeds {
+        let e = fuzz_check::run(seed);
+        let status = |s: Status| e.statuses(s);
+        // Each seed reaches the path it was written for.
+        let reached = match *name {
+            "paths" => status(Status::Ok) >= 15 && status(Status::MethodNotAllowed) == 1,
+            "callers" => {
+                e.events(Event::MacMismatch) == 2
+                    && e.events(Event::MacUnseen) == 2
+                    && e.events(Event::MacChanged) == 2
+                    && e.events(Event::UnknownAddress) == 6
+            }
+            "password" => {
+                e.events(Event::PasswordsRestored) == 1
+                    && e.events(Event::PasswordsSet) == 1
+                    && e.events(Event::PasswordConflict) == 1
+            }
+            "split" => status(Status::Ok) == 2,
+            "refused" => {
+                e.events(Event::Malformed) == 2
+                    && e.events(Event::HeadTooLarge) == 1
+                    && e.events(Event::BodyTooLarge) == 1
+            }
+            "live" => e.events(Event::UnknownAddress) >= 1 && status(Status::Ok) >= 3,
+            "slow" => e.events(Event::TimeoutRequest) == 1 && e.events(Event::TimeoutSend) == 1,
+            _ => true,
+        };
+        assert!(reached, "seed {name}: {:?}", e.counters());
+    }
+    // Deterministic mutations: flipped bits, cut tails, spliced seeds.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..1500 {
+        let (_, seed) = &seeds[round % seeds.len()];
+        let mut b = seed.clone();
+        match next() % 4 {
+            0 => {
+                for _ in 0..1 + next() % 8 {
+                    let i = (next() as usize) % b.len();
+                    b[i] ^= 1 << (next() % 8);
+                }
+            }
+            1 => b.truncate((next() as usize) % (b.len() + 1)),
+            2 => {
+                let (_, other) = &seeds[(next() as usize) % seeds.len()];
+                let cut = (next() as usize) % (other.len() + 1);
+                b.extend_from_slice(&other[cut..]);
+            }
+            _ => {
+                let i = (next() as usize) % b.len();
+                b[i] = next() as u8;
+            }
+        }
+        fuzz_check::run(&b);
+    }
+}
+
+#[path = "../../../fuzz/seed_corpus.rs"]
+mod seed_corpus;
+
+#[test]
+fn committed_seed_corpus_is_current() {
+    seed_corpus::check("metadata_http", "nanovnf-metadata", &fuzz_seeds());
 }

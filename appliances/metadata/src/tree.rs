@@ -55,8 +55,11 @@ pub struct Entry {
     pub inst: MetadataInstance,
     /// Shared, so that a response queues a reference rather than a 64 KiB copy.
     pub user_data: Option<Rc<[u8]>>,
-    /// Set once by the instance itself (POST `/openstack/<v>/password`).
+    /// Set once by the instance itself (POST `/openstack/<v>/password`), or restored from
+    /// the boot configuration.
     pub password: Option<Vec<u8>>,
+    /// When the password was set, in the engine's count of passwords (0: none).
+    pub password_serial: u64,
     /// EC2's `instance-id`: `i-` and 8 hex digits, stable for the instance UUID.
     pub ec2_instance_id: String,
     /// EC2's `reservation-id`: `r-` and 8 hex digits.
@@ -74,6 +77,7 @@ impl Entry {
             inst,
             user_data,
             password: None,
+            password_serial: 0,
             ec2_instance_id,
             ec2_reservation_id,
         }

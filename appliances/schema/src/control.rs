@@ -5,7 +5,7 @@
 //! own (`Ready` after boot).
 
 use crate::dhcp::DhcpHost;
-use crate::metadata::MetadataInstance;
+use crate::metadata::{MetadataInstance, PasswordPage};
 use crate::router::FloatingIp;
 use crate::vxlan::FdbEntry;
 use alloc::string::String;
@@ -55,6 +55,11 @@ pub enum Op {
     VxlanStaticUpsert(FdbEntry),
     /// Removes the static forwarding entry for this MAC.
     VxlanStaticRemove { mac: [u8; 6] },
+    /// Asks a metadata appliance for the passwords its instances set after serial `since`
+    /// (0: all of them); answered with [`Report::MetadataPasswords`]. Variants are only
+    /// ever appended: postcard numbers them by position, and an appliance built before
+    /// one exists cannot decode it (it counts a malformed frame and stays silent).
+    MetadataPasswords { since: u64 },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,8 @@ pub enum Report {
     Refused { seq: u32, reason: String },
     /// Answer to [`Op::Counters`]: every counter by name (stable snake_case names).
     Counters { seq: u32, counters: Vec<Counter> },
+    /// Answer to [`Op::MetadataPasswords`].
+    MetadataPasswords { seq: u32, page: PasswordPage },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -227,5 +234,60 @@ mod tests {
         };
         let mut bytes = encode(&report);
         assert_eq!(decode::<Report>(&mut bytes), Ok(report));
+    }
+
+    #[test]
+    fn a_full_password_page_round_trips_within_one_frame() {
+        use crate::metadata::{InstancePassword, MAX_PASSWORD, MAX_PASSWORDS_PER_PAGE};
+        let page = PasswordPage {
+            upto: 40,
+            more: true,
+            passwords: (0..MAX_PASSWORDS_PER_PAGE as u8)
+                .map(|i| InstancePassword {
+                    mac: [0xfa, 0x16, 0x3e, 0, 0, i],
+                    uuid: alloc::format!("d2c4a1b0-1111-4222-8333-4444444444{i:02}"),
+                    // Zeros: the worst case of COBS, which replaces each one.
+                    password: alloc::vec![0; MAX_PASSWORD],
+                })
+                .collect(),
+        };
+        let report = Report::MetadataPasswords { seq: 9, page };
+        let mut bytes = encode(&report);
+        assert!(bytes.len() < MAX_FRAME_LEN / 8, "{} bytes", bytes.len());
+        let mut reader = FrameReader::new();
+        let mut frame = None;
+        for &b in &bytes {
+            frame = reader.push(b).map(|f| f.to_vec());
+        }
+        assert_eq!(frame.as_deref(), Some(&bytes[..]));
+        assert_eq!(decode::<Report>(&mut bytes), Ok(report));
+    }
+
+    /// Postcard numbers enum variants by position: a variant added anywhere but last
+    /// would change how every later one is read by an appliance or manager built before.
+    #[test]
+    fn existing_variants_keep_their_wire_numbers() {
+        let op_index = |op: Op| postcard::to_allocvec(&Request { seq: 1, op }).unwrap()[1];
+        assert_eq!(op_index(Op::Ping), 0);
+        assert_eq!(op_index(Op::Counters), 1);
+        assert_eq!(op_index(Op::MetadataRemove { mac: [0; 6] }), 6);
+        assert_eq!(op_index(Op::VxlanStaticRemove { mac: [0; 6] }), 11);
+        assert_eq!(op_index(Op::MetadataPasswords { since: 0 }), 12);
+        let report_index = |r: Report| postcard::to_allocvec(&r).unwrap()[0];
+        assert_eq!(report_index(Report::Ready { generation: 0 }), 0);
+        assert_eq!(
+            report_index(Report::Counters {
+                seq: 0,
+                counters: Vec::new()
+            }),
+            3
+        );
+        assert_eq!(
+            report_index(Report::MetadataPasswords {
+                seq: 0,
+                page: PasswordPage::default()
+            }),
+            4
+        );
     }
 }

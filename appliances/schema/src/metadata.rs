@@ -18,6 +18,14 @@ pub const MAX_USER_DATA: usize = 64 * 1024;
 /// The most instances one metadata appliance serves.
 pub const MAX_INSTANCES: usize = 250;
 
+/// The longest password an instance may set: Nova's limit (4 chunks of 255 bytes in its
+/// `system_metadata`).
+pub const MAX_PASSWORD: usize = 1020;
+
+/// The most passwords one [`PasswordPage`] carries: 16 × ~1 KiB keeps a report far below
+/// the control channel's frame limit, and the appliance's UART write short.
+pub const MAX_PASSWORDS_PER_PAGE: usize = 16;
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MetadataRole {
     /// The network's id (Neutron's network UUID), for `network_data.json`.
@@ -27,6 +35,11 @@ pub struct MetadataRole {
     pub subnets: Vec<MetadataSubnet>,
     /// One entry per port of the network that has an address.
     pub instances: Vec<MetadataInstance>,
+    /// Passwords instances set before this boot (the manager keeps them across restarts):
+    /// each is restored when its MAC *and* UUID name one of `instances`, ignored
+    /// otherwise. Last, so an image built before it still decodes the config (postcard
+    /// leaves trailing bytes unread).
+    pub passwords: Vec<InstancePassword>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -71,4 +84,69 @@ pub struct MetadataInstance {
     pub floating_ip: Option<Ipv4Addr>,
     /// The network's MTU (`network_data.json` links).
     pub mtu: u16,
+}
+
+/// The password an instance set with `POST /openstack/<version>/password` (Nova's
+/// encrypted, base64 password blob, kept as the bytes the instance sent).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InstancePassword {
+    pub mac: [u8; 6],
+    /// The instance it belongs to: a new instance on the same port starts without one.
+    pub uuid: String,
+    /// At most [`MAX_PASSWORD`] bytes.
+    pub password: Vec<u8>,
+}
+
+/// One answer to `Op::MetadataPasswords { since }`: the passwords set after `since`,
+/// oldest first, at most [`MAX_PASSWORDS_PER_PAGE`] of them.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordPage {
+    /// Ask again with `since: upto` for what follows. Serials count from the appliance's
+    /// boot (restored passwords first), so a restarted appliance is asked from 0 again.
+    pub upto: u64,
+    /// More passwords were set after `upto` than this page holds.
+    pub more: bool,
+    pub passwords: Vec<InstancePassword>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Ipv4Cidr;
+    use alloc::vec;
+
+    /// `MetadataRole` as images built before `passwords` existed decode it.
+    #[derive(Deserialize, Debug, PartialEq, Eq)]
+    struct RoleBeforePasswords {
+        network_id: String,
+        subnets: Vec<MetadataSubnet>,
+        instances: Vec<MetadataInstance>,
+    }
+
+    #[test]
+    fn an_image_from_before_passwords_still_reads_the_role() {
+        let role = MetadataRole {
+            network_id: "net".into(),
+            subnets: vec![MetadataSubnet {
+                id: "sub".into(),
+                cidr: Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 0), 24),
+                gateway: None,
+                dns_servers: Vec::new(),
+                host_routes: Vec::new(),
+            }],
+            instances: Vec::new(),
+            passwords: vec![InstancePassword {
+                mac: [0xfa, 0x16, 0x3e, 0, 0, 1],
+                uuid: "u".into(),
+                password: b"c2VjcmV0".to_vec(),
+            }],
+        };
+        // The role is the last thing in a BootConfig, so `passwords` is its tail.
+        let bytes = postcard::to_allocvec(&role).unwrap();
+        let old: RoleBeforePasswords = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (old.network_id, old.subnets),
+            (role.network_id, role.subnets)
+        );
+    }
 }

@@ -44,6 +44,16 @@ mod image {
             Ok(())
         }
 
+        fn answer(&mut self, seq: u32, op: &Op) -> Option<Report> {
+            match op {
+                Op::MetadataPasswords { since } => Some(Report::MetadataPasswords {
+                    seq,
+                    page: self.service.engine.passwords(*since),
+                }),
+                _ => None,
+            }
+        }
+
         fn counters(&self) -> Vec<Counter> {
             let mut all = self.service.counters();
             for (reason, n) in self.port.drops.nonzero() {
@@ -109,7 +119,11 @@ mod image {
         if !cfg.addresses.contains(&metadata_ip) {
             cfg.addresses.push(metadata_ip);
         }
-        let (subnets, instances) = (role.subnets.len(), role.instances.len());
+        let (subnets, instances, passwords) = (
+            role.subnets.len(),
+            role.instances.len(),
+            role.passwords.len(),
+        );
         let engine = match nanovnf_metadata::Engine::new(role, timer::rdtsc()) {
             Ok(e) => e,
             Err(e) => fatal(exit_code::APPLIANCE, format_args!("metadata: {e}")),
@@ -121,10 +135,15 @@ mod image {
         let service = Service::new(engine, SOCKETS);
         let control = Channel::open(boot.config.generation);
         log::info!(
-            "{} up: {} subnet(s), {} instance(s), {} sockets, mtu {}, clock {:?}, heap {} KiB",
+            "{} up: {} subnet(s), {} instance(s), {} of {} password(s) restored, {} sockets, \
+             mtu {}, clock {:?}, heap {} KiB",
             boot.config.name,
             subnets,
             instances,
+            service
+                .engine
+                .events(nanovnf_metadata::Event::PasswordsRestored),
+            passwords,
             SOCKETS,
             cfg.mtu,
             boot.clock,
