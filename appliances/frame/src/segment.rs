@@ -2,7 +2,7 @@
 //! gets the headers with its own IP length, IP ID, sequence number and flags, and complete
 //! checksums, so it can leave by a NIC without offloads or with a smaller MTU.
 
-use crate::checksum::{finish, ipv4_header, pseudo_v4, sum};
+use crate::checksum::{finish, fold, ipv4_header, pseudo_v4, sum};
 use crate::{
     ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, Fill, IP_PROTO_TCP, be16, be32, put_be16, put_be32,
 };
@@ -37,12 +37,34 @@ pub fn tcp4_headers(frame: &[u8]) -> Option<(usize, usize)> {
     Some((ihl, doff))
 }
 
+/// How [`segment_tcp4_with`] leaves each segment's TCP checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpChecksum {
+    /// Complete.
+    Full,
+    /// Partial, as a device finishes it (virtio's `NEEDS_CSUM`, Linux's
+    /// `CHECKSUM_PARTIAL`): the field holds the folded pseudo-header sum, and the sum over
+    /// the TCP header and payload is left to the device (`csum_start` = the TCP header,
+    /// `csum_offset` = 16).
+    Partial,
+}
+
 /// Cuts `frame` (a TCP/IPv4 superframe; its TCP checksum field is ignored) into segments
 /// of at most `mss` payload bytes. For each, `emit(len, fill)` is called; `fill` writes
 /// the segment into the buffer it is given. Returns the number of segments.
 pub fn segment_tcp4(
     frame: &[u8],
     mss: usize,
+    emit: &mut dyn FnMut(usize, &mut Fill<'_>),
+) -> Result<usize, SegmentError> {
+    segment_tcp4_with(frame, mss, TcpChecksum::Full, emit)
+}
+
+/// [`segment_tcp4`] with the segments' TCP checksums complete or left partial.
+pub fn segment_tcp4_with(
+    frame: &[u8],
+    mss: usize,
+    checksum: TcpChecksum,
     emit: &mut dyn FnMut(usize, &mut Fill<'_>),
 ) -> Result<usize, SegmentError> {
     if mss == 0 {
@@ -88,11 +110,14 @@ pub fn segment_tcp4(
                 f &= !TCP_CWR;
             }
             tcp[13] = f;
-            put_be16(tcp, 16, 0);
-            let c = finish(sum(
-                tcp,
-                pseudo_v4(src, dst, IP_PROTO_TCP, (doff + len) as u16),
-            ));
+            let pseudo = pseudo_v4(src, dst, IP_PROTO_TCP, (doff + len) as u16);
+            let c = match checksum {
+                TcpChecksum::Partial => fold(pseudo),
+                TcpChecksum::Full => {
+                    put_be16(tcp, 16, 0);
+                    finish(sum(tcp, pseudo))
+                }
+            };
             put_be16(tcp, 16, c);
         };
         emit(hdr + len, &mut fill);
@@ -141,6 +166,27 @@ mod tests {
         .unwrap();
         assert_eq!(n, out.len());
         out
+    }
+
+    #[test]
+    fn partial_segments_are_finished_by_the_device_rule() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let frame = superframe(&payload, 0x18);
+        let full = segments(&frame, 1400);
+        let mut partial = Vec::new();
+        segment_tcp4_with(&frame, 1400, TcpChecksum::Partial, &mut |len, fill| {
+            let mut buf = vec![0u8; len];
+            fill(&mut buf);
+            partial.push(buf);
+        })
+        .unwrap();
+        assert_eq!(partial.len(), full.len());
+        for (mut p, f) in partial.into_iter().zip(full) {
+            assert_ne!(p, f, "the checksum is left to the device");
+            // What a device does with csum_start 34, csum_offset 16.
+            assert!(crate::checksum::complete_partial(&mut p, 34, 16, false));
+            assert_eq!(p, f);
+        }
     }
 
     #[test]

@@ -191,6 +191,8 @@ stats! {
     /// TCP/IPv4 superframes cut in software, and the segments they made.
     segmented,
     segments,
+    /// Of those segments, sent with their TCP checksum left to the underlay device.
+    segments_checksum_offloaded,
     /// Partial checksums completed in software before encapsulation.
     checksums_completed,
     /// New FDB entries learnt, learnt entries that moved VTEP, learnt entries aged out,

@@ -14,7 +14,7 @@ use core::fmt;
 use core::net::Ipv4Addr;
 use nanovnf_frame::checksum::{self, fold, ipv4_header, ipv4_header_ok, pseudo_v4, sum};
 use nanovnf_frame::offload::{F_DATA_VALID, F_NEEDS_CSUM};
-use nanovnf_frame::segment::{segment_tcp4, tcp4_headers};
+use nanovnf_frame::segment::{TcpChecksum, segment_tcp4, segment_tcp4_with, tcp4_headers};
 use nanovnf_frame::{
     ETHERNET_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Fill, GsoKind, IP_PROTO_ICMP, IP_PROTO_TCP,
     IP_PROTO_UDP, Offload, Transmit, be16, put_be16,
@@ -490,6 +490,9 @@ impl Gateway {
                 if mss == 0 {
                     return self.dropped(DropReason::BadGso);
                 }
+                if let Some(outcome) = self.encap_segments(now_ms, frame, target, mss, ihl, tx) {
+                    return outcome;
+                }
                 let mut seg = Vec::new();
                 let mut emit = |len: usize, fill: &mut Fill<'_>| {
                     seg.clear();
@@ -510,6 +513,88 @@ impl Gateway {
             }
         }
         tally.outcome()
+    }
+
+    /// A superframe for one VTEP whose MAC is known: each segment is cut straight into its
+    /// transmit buffer behind the outer headers, its TCP checksum left to the underlay
+    /// device (`NEEDS_CSUM` on the inner TCP header; the transmit set finishes it where the
+    /// device cannot). None when the frame must take the general path (flooding, an
+    /// unresolved VTEP, segments too big for the underlay).
+    fn encap_segments(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        target: Target,
+        mss: usize,
+        ihl: usize,
+        tx: &mut dyn Transmit,
+    ) -> Option<Outcome> {
+        let Target::One(vtep) = target else {
+            return None;
+        };
+        let (_, doff) = tcp4_headers(frame)?;
+        let largest = ETHERNET_HEADER_LEN + ihl + doff + mss;
+        if largest + OUTER_LEN > self.underlay_mtu + ETHERNET_HEADER_LEN {
+            return None;
+        }
+        let hop = self.link.next_hop(vtep)?;
+        let dst_mac = self.neigh.use_mac(hop, now_ms)?;
+        let mut outer = Outer {
+            dst_mac,
+            src_mac: self.link.mac,
+            src_ip: self.link.ip,
+            dst_ip: vtep,
+            ttl: self.ttl,
+            df: self.df,
+            ip_id: self.ip_id,
+            src_port: self.source_port(frame),
+            dst_port: self.udp_port,
+            vni: self.vni,
+        };
+        let partial = Offload {
+            flags: F_NEEDS_CSUM,
+            csum_start: (OUTER_LEN + ETHERNET_HEADER_LEN + ihl) as u16,
+            csum_offset: 16,
+            ..Offload::default()
+        };
+        let (mut sent, mut failed) = (0u64, 0u64);
+        let mut emit = |len: usize, fill: &mut Fill<'_>| {
+            outer.ip_id = outer.ip_id.wrapping_add(1);
+            let hdr = outer.emit(len);
+            let ok = tx.send(
+                UNDERLAY,
+                &partial,
+                OUTER_LEN + len,
+                &mut |b: &mut [u8]| {
+                    let (head, inner) = b.split_at_mut(OUTER_LEN);
+                    head.copy_from_slice(&hdr);
+                    fill(inner);
+                },
+            );
+            if ok {
+                sent += 1;
+            } else {
+                failed += 1;
+            }
+        };
+        let cut = segment_tcp4_with(frame, mss, TcpChecksum::Partial, &mut emit);
+        self.ip_id = outer.ip_id;
+        let Ok(n) = cut else {
+            return Some(self.dropped(DropReason::BadGso));
+        };
+        self.stats.segmented += 1;
+        self.stats.segments += n as u64;
+        self.stats.encapsulated += sent;
+        self.stats.segments_checksum_offloaded += sent;
+        self.stats.tx_failed += failed;
+        let mut tally = Tally {
+            sent: sent as usize,
+            ..Tally::default()
+        };
+        if failed > 0 {
+            tally.drop(DropReason::TxFull, &mut self.stats);
+        }
+        Some(tally.outcome())
     }
 
     /// Encapsulates one (non-superframe) inner frame to its target VTEP(s).

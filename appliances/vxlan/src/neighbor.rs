@@ -346,6 +346,15 @@ impl Neighbors {
     pub fn mac(&self, ip: Ipv4Addr) -> Option<[u8; 6]> {
         self.map.get(&ip).and_then(|n| n.mac)
     }
+
+    /// The MAC to send to next hop `ip` now, if resolved (the entry counts as used, as
+    /// [`Neighbors::send`] counts it); None sends the caller down the general path.
+    pub fn use_mac(&mut self, ip: Ipv4Addr, now_ms: u64) -> Option<[u8; 6]> {
+        let n = self.map.get_mut(&ip)?;
+        let mac = n.mac?;
+        n.last_used_ms = now_ms;
+        Some(mac)
+    }
 }
 
 /// Copies `parts` one after another into `out`, as far as `out` reaches.

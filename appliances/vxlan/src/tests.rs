@@ -873,6 +873,76 @@ fn superframes_are_segmented_to_the_tenant_mtu_and_each_encapsulated() {
 }
 
 #[test]
+fn superframes_to_a_known_vtep_leave_their_segments_checksums_to_the_device() {
+    let (mut g, mut tx) = ready(2);
+    // vm(0xb) lives behind VTEP 1.
+    let hello = udp_frame(vm(0xa), vm(0xb), 9, 9, b"hi");
+    assert_eq!(
+        g.handle(
+            1,
+            UNDERLAY,
+            &from_vtep(1, VNI, &hello),
+            &Offload::default(),
+            &mut tx
+        ),
+        Outcome::Decapsulated
+    );
+    tx.frames.clear();
+    let payload: Vec<u8> = (0..4000u32).map(|i| (i * 13) as u8).collect();
+    let frame = tcp_superframe(&payload);
+    let offload = Offload {
+        flags: F_NEEDS_CSUM,
+        gso: GsoKind::Tcp4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+        ..Offload::default()
+    };
+    assert_eq!(
+        g.handle(2, TENANT, &frame, &offload, &mut tx),
+        Outcome::Encapsulated { copies: 3 }
+    );
+    let mut joined = Vec::new();
+    let mut ids = BTreeSet::new();
+    for (nic, o, mut f) in tx.frames.drain(..) {
+        assert_eq!(nic, UNDERLAY);
+        assert_eq!(dst_ip(&f), vtep(1), "unicast to the VTEP behind vm(0xb)");
+        assert_eq!(&f[..6], &vtep_mac(1));
+        assert!(f.len() <= 1514);
+        assert!(ipv4_header_ok(&f[14..34]), "outer IP checksum");
+        ids.insert(be16(&f, 18));
+        assert_eq!(
+            (o.flags, o.gso, usize::from(o.csum_start), o.csum_offset),
+            (F_NEEDS_CSUM, GsoKind::None, OUTER_LEN + 34, 16),
+            "the inner TCP checksum is the device's job"
+        );
+        // What the underlay device does.
+        assert!(crate::frame::checksum::complete_partial(
+            &mut f,
+            usize::from(o.csum_start),
+            16,
+            false
+        ));
+        let inner = &f[OUTER_LEN..];
+        assert!(ipv4_header_ok(&inner[14..34]), "inner IP checksum");
+        let tcp = &inner[34..];
+        let pseudo = pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, tcp.len() as u16);
+        assert_eq!(
+            fold(sum(tcp, pseudo)),
+            0xffff,
+            "inner TCP checksum, finished"
+        );
+        joined.extend_from_slice(&tcp[20..]);
+    }
+    assert_eq!(joined, payload);
+    assert_eq!(ids.len(), 3, "each outer packet its own IP ID");
+    assert_eq!(counter(&g, "segments"), 3);
+    assert_eq!(counter(&g, "segments_checksum_offloaded"), 3);
+    assert_eq!(counter(&g, "encapsulated"), 3);
+}
+
+#[test]
 fn partial_checksums_are_completed_before_encapsulation() {
     let (mut g, mut tx) = ready(1);
     let mut frame = udp_frame(vm(0xb), vm(0xa), 5000, 53, b"query!");
@@ -1216,4 +1286,61 @@ mod seed_corpus;
 #[test]
 fn committed_seed_corpus_is_current() {
     seed_corpus::check("vxlan_decap", "nanovnf-vxlan", &fuzz_seeds());
+}
+
+/// The hot paths, encapsulating a long run of tenant frames to a known VTEP and
+/// decapsulating its answers, print their host rate: for the figure, run
+/// `cargo test -p nanovnf-vxlan --release -- --nocapture throughput`.
+#[test]
+fn throughput() {
+    struct Null(u64);
+    impl Transmit for Null {
+        fn send(&mut self, _: usize, _: &Offload, len: usize, fill: &mut Fill<'_>) -> bool {
+            let mut b = [0u8; 1600];
+            if len <= b.len() {
+                fill(&mut b[..len]);
+            }
+            self.0 += 1;
+            true
+        }
+    }
+    let (mut g, mut tx) = ready(2);
+    // The remote instance speaks first: its MAC is learnt behind VTEP 1.
+    let answer = udp_frame(vm(1), vm(2), 9, 9, &[0; 1380]);
+    let outer = from_vtep(1, VNI, &answer);
+    assert_eq!(
+        g.handle(1, UNDERLAY, &outer, &Offload::default(), &mut tx),
+        Outcome::Decapsulated
+    );
+    let tenant = udp_frame(vm(2), vm(1), 9, 9, &[0; 1380]);
+    let n = if cfg!(debug_assertions) {
+        50_000
+    } else {
+        1_000_000u64
+    };
+    let mut null = Null(0);
+    for (name, nic, frame, want) in [
+        (
+            "encapsulate 1422",
+            TENANT,
+            &tenant,
+            Outcome::Encapsulated { copies: 1 },
+        ),
+        ("decapsulate 1472", UNDERLAY, &outer, Outcome::Decapsulated),
+    ] {
+        let t = std::time::Instant::now();
+        let mut done = 0u64;
+        for i in 0..n {
+            if g.handle(2 + i / 1000, nic, frame, &Offload::default(), &mut null) == want {
+                done += 1;
+            }
+        }
+        let s = t.elapsed().as_secs_f64();
+        std::println!(
+            "{name}: {:.0} ns/frame, {:.2} Mframes/s",
+            s * 1e9 / n as f64,
+            n as f64 / s / 1e6
+        );
+        assert_eq!(done, n, "{name}: every frame takes the hot path");
+    }
 }
