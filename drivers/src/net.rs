@@ -755,13 +755,25 @@ impl<T: Transport> VirtioNet<T> {
         }
     }
 
-    /// Kicks each queue that has new buffers, once, if the device wants a kick.
+    /// Kicks each queue that has new buffers, once, if the device wants a kick: transmit
+    /// first. (QEMU answers a receive kick by delivering the frames it held back, inside
+    /// the kick, under its global lock: a transmit kick after it waits for all of that.)
     pub fn flush(&mut self) {
-        if self.rx.q.should_notify() {
-            self.transport.notify(RX_QUEUE);
-        }
+        self.flush_tx();
+        self.flush_rx();
+    }
+
+    /// Kicks the transmit queue if it has new frames and the device wants a kick.
+    pub fn flush_tx(&mut self) {
         if self.tx.q.should_notify() {
             self.transport.notify(TX_QUEUE);
+        }
+    }
+
+    /// Kicks the receive queue if it has new buffers and the device wants a kick.
+    pub fn flush_rx(&mut self) {
+        if self.rx.q.should_notify() {
+            self.transport.notify(RX_QUEUE);
         }
     }
 

@@ -104,9 +104,7 @@ impl<D: Datapath> Engine for State<D> {
     fn apply(&mut self, op: &Op) -> Result<(), String> {
         let now_ms = timer::now_ns() / 1_000_000;
         let r = self.with_tx(|d, tx| d.apply(op, now_ms, tx));
-        for nic in &mut self.nics {
-            nic.flush();
-        }
+        glue::flush(&mut self.nics);
         r
     }
 
@@ -145,9 +143,7 @@ impl<D: Datapath> event::Appliance for Forwarder<D> {
         if s.datapath.poll_at_ms().is_some_and(|at| at <= now_ms) {
             s.with_tx(|d, tx| d.poll(now_ms, tx));
         }
-        for nic in &mut s.nics {
-            nic.flush();
-        }
+        glue::flush(&mut s.nics);
         let more_control = self.control.serve(&mut self.state);
         Poll {
             busy: more_control | self.spin.busy(now_ns, pass),
@@ -196,9 +192,7 @@ pub fn run<D: Datapath>(boot: &Boot, nics: Vec<Nic>, datapath: D) -> ! {
     };
     let now_ms = timer::now_ns() / 1_000_000;
     state.with_tx(|d, tx| d.start(now_ms, tx));
-    for nic in &mut state.nics {
-        nic.flush();
-    }
+    glue::flush(&mut state.nics);
     let mut app = Forwarder {
         state,
         control: Channel::open(boot.config.generation),

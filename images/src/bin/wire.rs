@@ -39,9 +39,7 @@ mod image {
                 },
             );
             self.tx_blocked = pass.blocked;
-            for nic in &mut self.nics {
-                nic.flush();
-            }
+            glue::flush(&mut self.nics);
             Poll {
                 busy: self.spin.busy(now_ns, pass),
                 deadline_ns: None,
