@@ -98,6 +98,15 @@ impl Json {
         self
     }
 
+    /// `bytes` random bytes from `rng` in base64, as a string (needs no escaping).
+    pub fn random_base64(&mut self, rng: &mut crate::tree::Rng, bytes: usize) -> &mut Self {
+        self.sep();
+        self.out.push('"');
+        crate::tree::random_base64_into(&mut self.out, rng, bytes);
+        self.out.push('"');
+        self
+    }
+
     /// `"key": "value"`.
     pub fn field(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key).str(value)
@@ -107,10 +116,8 @@ impl Json {
 /// Writes `s` as a JSON string literal, escaped as Python's `json.dumps` does.
 pub fn escape_into(out: &mut String, s: &str) {
     out.push('"');
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        // The common case (names, keys, base64): nothing to escape.
+    if !needs_escape(s.as_bytes()) {
+        // The common case (names, keys, addresses): nothing to escape.
         out.push_str(s);
         out.push('"');
         return;
@@ -134,4 +141,32 @@ pub fn escape_into(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// Whether any byte of `s` is outside printable ASCII or is `"` or `\\`: eight bytes at a
+/// time (SWAR), since every string of every answer passes through here.
+pub(crate) fn needs_escape(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Bytes of `x` that are zero get their high bit set (exact when no byte of `x` has its
+    // high bit set, which the check for non-ASCII below covers).
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let non_ascii = x & HI;
+        // A byte below 0x20: (b + 0x60) has its high bit clear only then (for ASCII b),
+        // and 0x7f (DEL): b + 1 reaches 0x80.
+        let control = !(x.wrapping_add(0x6060_6060_6060_6060)) & HI;
+        let del = x.wrapping_add(LO) & HI;
+        let quote = zero(x ^ (LO * u64::from(b'"')));
+        let backslash = zero(x ^ (LO * u64::from(b'\\')));
+        if non_ascii | control | del | quote | backslash != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
 }

@@ -7,7 +7,7 @@ use crate::engine::{
     ServiceError, SourceMac,
 };
 use crate::http::{self, HttpError, MAX_BODY, MAX_HEAD, Method, Status};
-use crate::tree::{self, base64};
+use crate::tree;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -309,9 +309,67 @@ fn target_paths_normalise_like_posixpath() {
     assert_eq!(toks(b"HTTP://169.254.169.254"), v(&[]));
 }
 
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Decodes standard base64 with padding (the tests' reference).
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut held = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        bits = bits << 6 | BASE64.iter().position(|&d| d == c)? as u32;
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            out.push((bits >> held) as u8);
+        }
+    }
+    // Left-over bits of the last digit must be zero, as an encoder writes them.
+    (bits & ((1 << held) - 1) == 0).then_some(out)
+}
+
 #[test]
-fn base64_matches_the_rfc_4648_vectors() {
-    for (input, want) in [
+fn base64_digits_map_every_value_in_every_byte() {
+    for pos in 0..8 {
+        for v in 0..64u64 {
+            // The other bytes hold values that sit on the comparison edges.
+            let others = 0x3f_34_1a_00_33_19_3e_01u64 & !(0xff << (8 * pos));
+            let digits = tree::base64_digits(others | v << (8 * pos)).to_le_bytes();
+            assert_eq!(digits[pos], BASE64[v as usize], "{v} at byte {pos}");
+            for (i, d) in digits.iter().enumerate().filter(|&(i, _)| i != pos) {
+                assert_eq!(*d, BASE64[(others >> (8 * i) & 0x3f) as usize]);
+            }
+        }
+    }
+}
+
+#[test]
+fn random_seeds_decode_to_512_bytes_and_look_uniform() {
+    let mut rng = tree::Rng::new(42);
+    let mut counts = [0u32; 256];
+    for _ in 0..200 {
+        let mut seed = String::new();
+        tree::random_base64_into(&mut seed, &mut rng, 512);
+        assert_eq!(seed.len(), 684);
+        assert!(seed.ends_with('=') && !seed.ends_with("=="), "{seed}");
+        let bytes = unbase64(&seed).expect("valid base64, zero padding bits");
+        assert_eq!(bytes.len(), 512);
+        for b in bytes {
+            counts[usize::from(b)] += 1;
+        }
+    }
+    // 102,400 bytes over 256 values: 400 each; a loose chi-squared bound (255 degrees of
+    // freedom: mean 255, far tail at 400) catches a stuck or skewed bit.
+    let chi2: f64 = counts
+        .iter()
+        .map(|&c| (f64::from(c) - 400.0).powi(2) / 400.0)
+        .sum();
+    assert!(chi2 < 400.0, "chi-squared {chi2}");
+}
+
+#[test]
+fn the_reference_decoder_agrees_with_rfc_4648() {
+    for (want, text) in [
         ("", ""),
         ("f", "Zg=="),
         ("fo", "Zm8="),
@@ -320,7 +378,40 @@ fn base64_matches_the_rfc_4648_vectors() {
         ("fooba", "Zm9vYmE="),
         ("foobar", "Zm9vYmFy"),
     ] {
-        assert_eq!(base64(input.as_bytes()), want);
+        assert_eq!(unbase64(text).unwrap(), want.as_bytes());
+    }
+    assert_eq!(unbase64("Zh=="), None, "non-zero padding bits");
+}
+
+#[test]
+fn the_word_at_a_time_escape_check_agrees_with_the_bytewise_one() {
+    let bytewise = |s: &[u8]| {
+        s.iter()
+            .any(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+    };
+    // Every byte value at every position of a 17-byte string (two words and a tail).
+    for pos in 0..17 {
+        for b in 0..=255u8 {
+            let mut s = [b'a'; 17];
+            s[pos] = b;
+            assert_eq!(
+                crate::json::needs_escape(&s),
+                bytewise(&s),
+                "{b:#x} at {pos}"
+            );
+        }
+    }
+    // Neighbours that borrow or carry into each other.
+    for pair in [
+        [0x20, 0x1f],
+        [0x7f, 0x00],
+        [0x00, 0x23],
+        [0x21, 0x22],
+        [0x5b, 0x5c],
+    ] {
+        let mut s = [b'z'; 8];
+        s[3..5].copy_from_slice(&pair);
+        assert_eq!(crate::json::needs_escape(&s), bytewise(&s), "{pair:x?}");
     }
 }
 

@@ -163,35 +163,46 @@ impl Rng {
         self.s[0] ^= v;
         self.next_u64();
     }
-
-    pub fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let r = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-    }
 }
 
-/// Standard base64 with padding.
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The base64 digits of eight 6-bit values, one per byte of `v` (each below 64), eight at
+/// a time: `A`–`Z`, `a`–`z`, `0`–`9`, `+`, `/` by adding a per-byte offset chosen by
+/// comparisons that cannot borrow across bytes.
+pub fn base64_digits(v: u64) -> u64 {
+    let at_least = |n: u64| (((v | HI) - n * LO) & HI) >> 7;
+    let (ge26, ge52, ge62, ge63) = (at_least(26), at_least(52), at_least(62), at_least(63));
+    // Each byte stays within 0..=137 up, and never goes below zero down.
+    let up = v + 65 * LO + 6 * ge26 + 3 * ge63;
+    up - (75 * ge52 + 15 * ge62)
+}
+
+/// Appends the base64 text of `bytes` random bytes (`bytes` ≡ 2 mod 3, as Nova's 512),
+/// drawn from `rng` directly as digits: every digit is six fresh random bits, which is
+/// what base64 of uniformly random bytes is. This runs for every `meta_data.json`.
+pub fn random_base64_into(out: &mut String, rng: &mut Rng, bytes: usize) {
+    debug_assert_eq!(bytes % 3, 2);
+    let mut digits = bytes / 3 * 4;
+    let mut buf = [0u8; 256];
+    while digits > 0 {
+        let n = digits.min(buf.len());
+        for word in buf[..n].chunks_exact_mut(8) {
+            let v = rng.next_u64() & (0x3f * LO);
+            word.copy_from_slice(&base64_digits(v).to_le_bytes());
         }
+        // Digits are ASCII: the check cannot fail.
+        out.push_str(core::str::from_utf8(&buf[..n]).unwrap_or_default());
+        digits -= n;
     }
-    out
+    // The last two bytes: sixteen bits in three digits (the last one's two low bits zero)
+    // and the padding.
+    let r = rng.next_u64();
+    let v = (r & 0x3f) | (r & 0x3f00) | ((((r >> 16) & 0xf) << 2) << 16);
+    let tail = base64_digits(v).to_le_bytes();
+    out.push_str(core::str::from_utf8(&tail[..3]).unwrap_or_default());
+    out.push('=');
 }
 
 fn mac_string(m: [u8; 6]) -> String {
@@ -330,9 +341,7 @@ pub fn meta_data_json(v: usize, entry: &Entry, rng: &mut Rng) -> String {
     j.key("launch_index").uint(u64::from(inst.launch_index));
     j.field("availability_zone", &inst.availability_zone);
     if v >= GRIZZLY {
-        let mut seed = [0u8; 512];
-        rng.fill(&mut seed);
-        j.field("random_seed", &base64(&seed));
+        j.key("random_seed").random_base64(rng, 512);
     }
     if v >= LIBERTY {
         j.field("project_id", &inst.project_id);
