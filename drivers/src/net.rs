@@ -53,6 +53,9 @@ pub struct NetConfig {
     /// With `offload`, the buffer size in a direction where the device refused
     /// superframes: one frame of the largest MTU.
     pub frame_buf_len: usize,
+    /// Negotiate the transmit checksum offload alone (`CSUM`): the smoltcp device then
+    /// leaves TCP checksums to the device. For an appliance that serves TCP itself.
+    pub tx_checksum: bool,
 }
 
 impl Default for NetConfig {
@@ -63,6 +66,7 @@ impl Default for NetConfig {
             buf_len: 2048,
             offload: false,
             frame_buf_len: 2048,
+            tx_checksum: false,
         }
     }
 }
@@ -78,6 +82,7 @@ impl NetConfig {
             buf_len: OFFLOAD_BUF_LEN,
             offload: true,
             frame_buf_len: frame_buf_len(max_mtu),
+            tx_checksum: false,
         }
     }
 }
@@ -272,7 +277,7 @@ pub struct TxRing {
     q: SplitQueue,
     slots: Slots,
     /// What the device agreed to take: superframes, partial checksums.
-    offloads: Offloads,
+    pub(crate) offloads: Offloads,
     free: Vec<u16>,
     /// Where a frame goes that has no buffer: it is built, counted and dropped.
     scratch: Vec<u8>,
@@ -346,6 +351,24 @@ impl TxRing {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> R,
     ) -> R {
+        self.send_with(len, |frame| (fill(frame), *offload))
+    }
+
+    /// [`TxRing::send`] for a frame of smoltcp's: where the device agreed to finish
+    /// checksums, smoltcp left TCP's to it (`phy`'s capabilities) and the header says so.
+    pub fn send_from_stack<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        if !self.offloads.tx_csum {
+            return self.send(len, fill);
+        }
+        self.send_with(len, |frame| {
+            let r = fill(frame);
+            (r, Offload::leave_tcp4_checksum(frame).unwrap_or_default())
+        })
+    }
+
+    /// [`TxRing::send`] where `fill` also says, once the frame is written, what its
+    /// virtio-net header carries; the device must have agreed to it.
+    pub fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> (R, Offload)) -> R {
         if self.free.is_empty() {
             self.reclaim();
         }
@@ -358,16 +381,16 @@ impl TxRing {
                 self.stats.tx_no_buffer += 1;
                 self.scratch.clear();
                 self.scratch.resize(len, 0);
-                return fill(&mut self.scratch);
+                return fill(&mut self.scratch).0;
             }
         };
         // SAFETY: `id` came from the free list, so the device does not own this buffer.
         let buf = unsafe { self.slots.bytes(id, 0, NET_HDR_LEN + len) };
         let (hdr, frame) = buf.split_at_mut(NET_HDR_LEN);
+        let (r, offload) = fill(frame);
         let mut raw = [0u8; NET_HDR_LEN];
         offload.write(&mut raw);
         hdr.copy_from_slice(&raw);
-        let r = fill(frame);
         let addr = self.slots.buf(id);
         self.q.set_desc(id, addr, (NET_HDR_LEN + len) as u32, 0);
         self.q.publish(id);
@@ -638,6 +661,9 @@ impl<T: Transport> VirtioNet<T> {
         if config.offload && config.buf_len >= OFFLOAD_BUF_LEN {
             wanted |= OFFLOAD_FEATURES;
         }
+        if config.tx_checksum {
+            wanted |= FEATURE_CSUM;
+        }
         let mut accepted = offered & wanted;
         // Segmentation offload presupposes the matching checksum offload (virtio 1.x
         // §5.1.3.1).
@@ -877,6 +903,51 @@ mod tests {
         assert!(tx.can_send());
         tx.send(60, |_| ());
         assert_eq!(tx.stats.tx_frames, 5);
+    }
+
+    #[test]
+    fn the_stack_leaves_tcp_checksums_to_a_device_that_agreed() {
+        let mut tx = TxRing::new(4, 2048).unwrap();
+        let mut dev = FakeDevice::new();
+        let tcp = tcp_superframe(100);
+        let mut arp = [0u8; 60];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        // Not agreed: frames go as built, with a plain header.
+        tx.send_from_stack(tcp.len(), |b| b.copy_from_slice(&tcp));
+        tx.offloads.tx_csum = true;
+        tx.send_from_stack(tcp.len(), |b| b.copy_from_slice(&tcp));
+        tx.send_from_stack(arp.len(), |b| b.copy_from_slice(&arp));
+        let mut sent = Vec::new();
+        while let Some((id, addr, len, _)) = dev.take(&tx.q) {
+            sent.push(read(addr, len));
+            dev.complete(&mut tx.q, id, 0);
+        }
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0][..NET_HDR_LEN], [0; NET_HDR_LEN]);
+        assert_eq!(sent[0][NET_HDR_LEN..], tcp[..]);
+        let hdr: [u8; NET_HDR_LEN] = sent[1][..NET_HDR_LEN].try_into().unwrap();
+        let o = Offload::parse(&hdr);
+        assert!(o.needs_csum() && !o.is_gso());
+        let mut finished = sent[1][NET_HDR_LEN..].to_vec();
+        let (start, offset) = (usize::from(o.csum_start), usize::from(o.csum_offset));
+        assert!(nanovnf_frame::checksum::complete_partial(
+            &mut finished,
+            start,
+            offset,
+            false
+        ));
+        let pseudo = nanovnf_frame::checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 120);
+        let segment = &finished[start..];
+        assert_eq!(
+            nanovnf_frame::checksum::fold(nanovnf_frame::checksum::sum(segment, pseudo)),
+            0xffff,
+            "the device's rule yields a valid checksum"
+        );
+        assert_eq!(
+            sent[2][..NET_HDR_LEN],
+            [0; NET_HDR_LEN],
+            "not TCP: as built"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! or not).
 
 use crate::net::{ETHERNET_HEADER_LEN, RxRing, TxRing, VirtioNet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use virtio_drivers::transport::Transport;
 
@@ -31,7 +31,7 @@ pub struct TxToken<'a> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        self.ring.send(len, f)
+        self.ring.send_from_stack(len, f)
     }
 }
 
@@ -65,6 +65,11 @@ impl<T: Transport> phy::Device for VirtioNet<T> {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = usize::from(self.mtu()) + ETHERNET_HEADER_LEN;
+        if self.offloads().tx_csum {
+            // Received segments are still checked; sent ones are finished by the device
+            // (`TxRing::send_from_stack`).
+            caps.checksum.tcp = Checksum::Rx;
+        }
         caps
     }
 }

@@ -46,6 +46,38 @@ pub struct Offload {
 }
 
 impl Offload {
+    /// Leaves the TCP checksum of `frame` (Ethernet + IPv4 + TCP, not a fragment) to the
+    /// device: its field gets the folded pseudo-header sum, and the returned offload says
+    /// where the device finishes it. Whatever the field held is replaced, so a complete
+    /// checksum is merely computed again. `None` for any other frame, left unchanged.
+    pub fn leave_tcp4_checksum(frame: &mut [u8]) -> Option<Offload> {
+        use crate::{ETHERNET_HEADER_LEN as L2, ETHERTYPE_IPV4, IP_PROTO_TCP, be16, put_be16};
+        let ip = frame.get(L2..)?;
+        if be16(frame, 12) != ETHERTYPE_IPV4 || ip.len() < 20 || ip[0] >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(be16(ip, 2));
+        // A fragment's checksum covers the whole datagram, which this frame is not.
+        let fragment = be16(ip, 6) & 0x3fff != 0;
+        if ip[9] != IP_PROTO_TCP || fragment || ihl < 20 || total > ip.len() || total < ihl + 20 {
+            return None;
+        }
+        let pseudo = crate::checksum::pseudo_v4(
+            [ip[12], ip[13], ip[14], ip[15]],
+            [ip[16], ip[17], ip[18], ip[19]],
+            IP_PROTO_TCP,
+            (total - ihl) as u16,
+        );
+        put_be16(frame, L2 + ihl + 16, crate::checksum::fold(pseudo));
+        Some(Offload {
+            flags: F_NEEDS_CSUM,
+            csum_start: (L2 + ihl) as u16,
+            csum_offset: 16,
+            ..Offload::default()
+        })
+    }
+
     pub fn parse(hdr: &[u8; HEADER_LEN]) -> Offload {
         let le = |at: usize| u16::from_le_bytes([hdr[at], hdr[at + 1]]);
         let gso = match hdr[1] & !GSO_ECN {

@@ -190,6 +190,34 @@ mod tests {
     }
 
     #[test]
+    fn a_checksum_left_to_the_device_comes_out_as_computed_here() {
+        let payload: Vec<u8> = (0..1001u32).map(|i| (i * 13) as u8).collect();
+        let full = segments(&superframe(&payload, 0x18), 1448).remove(0);
+        for start in [0x00, 0x12, 0xff] {
+            // Whatever the field held: zero as smoltcp leaves it, or anything.
+            let mut f = full.clone();
+            f[14 + 20 + 16] = start;
+            let o = crate::Offload::leave_tcp4_checksum(&mut f).unwrap();
+            assert!(o.needs_csum() && !o.is_gso());
+            assert_eq!((o.csum_start, o.csum_offset), (34, 16));
+            let (start, offset) = (usize::from(o.csum_start), usize::from(o.csum_offset));
+            assert!(crate::checksum::complete_partial(
+                &mut f, start, offset, false
+            ));
+            assert_eq!(f, full);
+        }
+        // Not TCP over IPv4, or a fragment of it: left alone.
+        for (at, value) in [(12, 0x86), (14 + 9, 17), (14 + 6, 0x20), (14 + 2, 0xff)] {
+            let mut f = full.clone();
+            f[at] = value;
+            let before = f.clone();
+            assert_eq!(crate::Offload::leave_tcp4_checksum(&mut f), None, "{at}");
+            assert_eq!(f, before);
+        }
+        assert_eq!(crate::Offload::leave_tcp4_checksum(&mut [0u8; 20]), None);
+    }
+
+    #[test]
     fn cuts_a_superframe_into_valid_segments() {
         let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         let frame = superframe(&payload, 0x80 | 0x18 | 0x01); // CWR, ACK+PSH, FIN

@@ -11,6 +11,7 @@ mod image {
     use alloc::format;
     use alloc::string::String;
     use alloc::vec::Vec;
+    use nanovnf_drivers::NetConfig;
     use nanovnf_drivers::discover::Nic;
     use nanovnf_images::control::{self, Channel, Engine};
     use nanovnf_images::glue;
@@ -107,7 +108,16 @@ mod image {
                 format_args!("this image serves metadata, the config asks for {other:?}"),
             ),
         };
-        let mut nics = glue::configured_nics(&boot).into_iter();
+        // Rings as deep as the pool of connections is wide: a pass that answers a request
+        // on every connection sends all the answers at once. The device computes the TCP
+        // checksums of the answers.
+        let net = NetConfig {
+            rx_queue: 256,
+            tx_queue: 256,
+            tx_checksum: true,
+            ..NetConfig::default()
+        };
+        let mut nics = glue::configured_nics_with(&boot, net).into_iter();
         let Some((mut cfg, mut nic)) = nics.next() else {
             fatal(
                 exit_code::APPLIANCE,
