@@ -197,6 +197,8 @@ pub struct Conn {
     request_started: Option<u64>,
     /// The last time bytes came in, went out or a response was queued.
     last_activity: u64,
+    /// Requests taken from this connection so far.
+    requests: u32,
 }
 
 impl Conn {
@@ -250,9 +252,11 @@ impl Conn {
         (self.closing || self.peer_done) && self.out.is_empty()
     }
 
-    /// No request pending, nothing to send: may be closed to free its socket.
+    /// A keep-alive connection between requests (one answered, nothing pending, nothing to
+    /// send): may be closed to free its socket. A connection that has not sent its first
+    /// request yet is not idle: closing it would leave its client an empty reply.
     pub fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.out.is_empty()
+        self.requests > 0 && self.input.is_empty() && self.out.is_empty()
     }
 
     /// The peer will send no more: answer what is complete, then close.
@@ -463,6 +467,7 @@ impl Engine {
             peer_done: false,
             request_started: None,
             last_activity: now_ns,
+            requests: 0,
         }
     }
 
@@ -503,6 +508,7 @@ impl Engine {
                 body: conn.input[head.head_len..total].to_vec(),
             };
             conn.input.drain(..total);
+            conn.requests = conn.requests.saturating_add(1);
             conn.request_started = (!conn.input.is_empty()).then_some(now_ns);
             self.count(Event::Requests);
             self.answer(conn, request, now_ns);

@@ -67,9 +67,9 @@ pub struct Service {
     conns: Vec<Option<Conn>>,
     /// Scratch: the remote endpoints of all sockets, reused every poll.
     live: Vec<(core::net::Ipv4Addr, u16)>,
-    /// A socket was read, written, closed or aborted during this pass.
-    dirty: bool,
     events: [u64; SocketEvent::ALL.len()],
+    /// Passes so far (requests per pass tell how well work is batched).
+    polls: u64,
 }
 
 fn ns(t: Instant) -> u64 {
@@ -112,8 +112,8 @@ impl Service {
             handles,
             conns: (0..sockets).map(|_| None).collect(),
             live: Vec::with_capacity(sockets),
-            dirty: false,
             events: [0; SocketEvent::ALL.len()],
+            polls: 0,
         };
         service.relisten();
         service
@@ -144,9 +144,10 @@ impl Service {
         device: &mut D,
         now: Instant,
     ) -> Option<Instant> {
+        self.polls += 1;
         let listening = self.relisten();
         self.tracker.borrow_mut().set_free(listening);
-        let mut next = self.poll_port(port, device, now);
+        self.ingress(port, device, now);
         if !self.tracker.borrow().is_empty() {
             self.forget_closed_flows();
         }
@@ -154,16 +155,13 @@ impl Service {
         let pressed = self.tracker.borrow().free() < LOW_WATER;
         let now_ns = ns(now);
         let mut deadline = u64::MAX;
-        self.dirty = false;
         for i in 0..self.handles.len() {
             if let Some(d) = self.serve(i, now_ns, pressed) {
                 deadline = deadline.min(d);
             }
         }
-        if self.dirty {
-            // Answers, window updates and FINs go out now rather than at the next event.
-            next = self.poll_port(port, device, now);
-        }
+        // Answers, window updates, handshakes and FINs of this pass go out now.
+        let next = self.egress(port, device, now);
         let conn_deadline =
             (deadline != u64::MAX).then(|| Instant::from_micros((deadline / 1000) as i64));
         match (next, conn_deadline) {
@@ -172,7 +170,16 @@ impl Service {
         }
     }
 
-    fn poll_port<D: Device>(
+    fn ingress<D: Device>(&mut self, port: &mut Port, device: &mut D, now: Instant) {
+        let mut pinned = Pinned {
+            inner: device,
+            tracker: &self.tracker,
+        };
+        let mut inspect = Inspect(&self.tracker);
+        port.ingress(&mut pinned, now, &mut inspect, &mut self.sockets);
+    }
+
+    fn egress<D: Device>(
         &mut self,
         port: &mut Port,
         device: &mut D,
@@ -183,7 +190,7 @@ impl Service {
             tracker: &self.tracker,
         };
         let mut inspect = Inspect(&self.tracker);
-        port.poll_sockets(&mut pinned, now, &mut inspect, &mut self.sockets)
+        port.egress(&mut pinned, now, &mut inspect, &mut self.sockets)
     }
 
     /// Drops every flow no socket holds any more (closed, or a SYN smoltcp refused).
@@ -212,7 +219,6 @@ impl Service {
         if !matches!(state, State::Established | State::CloseWait) {
             self.conns[i] = None;
             if state == State::TimeWait && pressed {
-                self.dirty = true;
                 socket.abort();
                 self.events[SocketEvent::TimeWaitReclaimed as usize] += 1;
             }
@@ -236,12 +242,12 @@ impl Service {
         let engine = &mut self.engine;
         // Bytes in, as far as the connection takes them.
         while socket.can_recv() && conn.room() > 0 {
-            match socket.recv(|buf| {
+            let fed = socket.recv(|buf| {
                 let n = engine.feed(conn, buf, now_ns);
                 (n, n)
-            }) {
-                Ok(n) if n > 0 => self.dirty = true,
-                _ => break,
+            });
+            if !matches!(fed, Ok(n) if n > 0) {
+                break;
             }
         }
         if !socket.may_recv() && socket.recv_queue() == 0 {
@@ -257,7 +263,6 @@ impl Service {
             if n == 0 {
                 break;
             }
-            self.dirty = true;
             conn.advance(n, now_ns);
         }
         if conn.finished() || (pressed && conn.is_idle()) {
@@ -265,12 +270,10 @@ impl Service {
                 self.events[SocketEvent::IdleReclaimed as usize] += 1;
             }
             socket.close();
-            self.dirty = true;
             self.conns[i] = None;
             return None;
         }
         if engine.expired(conn, now_ns) {
-            self.dirty = true;
             socket.abort();
             self.conns[i] = None;
             self.events[SocketEvent::Aborted as usize] += 1;
@@ -307,6 +310,7 @@ impl Service {
             all.push(Counter::new(e.name(), self.events(e)));
         }
         all.push(Counter::new("connections_open", self.connections() as u64));
+        all.push(Counter::new("service_polls", self.polls));
         all
     }
 }

@@ -276,6 +276,27 @@ fn sockets_beyond_the_pool_wait_for_a_free_one() {
     assert!(waited > 0, "some SYNs had to wait");
 }
 
+#[test]
+fn a_connection_waiting_for_its_first_request_is_not_reclaimed_as_idle() {
+    let (mut service, mut port, mut app) = app(); // 8 sockets: always short of them
+    let hostname = request("/latest/meta-data/hostname");
+    let mut clients = vec![Client::new(mac(1), ip(1), 50020, "")];
+    run(&mut service, &mut port, &mut app, &mut clients, 20);
+    assert_eq!(service.connections(), 1, "established, no request yet");
+    // The request comes a moment later, on the same connection.
+    clients[0].conns[0].1 = hostname.into_bytes();
+    run(&mut service, &mut port, &mut app, &mut clients, 50);
+    let t = clients[0].text();
+    assert!(
+        t.starts_with("HTTP/1.1 200 OK") && t.ends_with("vm1"),
+        "{t:?}"
+    );
+    assert_eq!(
+        service.events(crate::service::SocketEvent::IdleReclaimed),
+        0
+    );
+}
+
 /// A TCP segment from `src` to 169.254.169.254:80.
 fn segment(src_mac: [u8; 6], src: Ipv4Addr, port: u16, control: TcpControl, ack: bool) -> Vec<u8> {
     let tcp = TcpRepr {
@@ -395,4 +416,69 @@ fn a_syn_flood_from_one_source_leaves_room_for_others() {
         }
     }
     assert!(clients[0].text().ends_with("vm2"), "{}", clients[0].text());
+}
+
+/// Not a check: a profiling load. 128 keep-alive connections from one instance ask for
+/// `meta_data.json` again as soon as each answer is whole, as `wrk` does; prints the time
+/// the service spent per answer. `cargo test -p nanovnf-metadata --release -- --ignored
+/// keep_alive_load --nocapture`
+#[test]
+#[ignore]
+fn keep_alive_load() {
+    extern crate std;
+    let role = MetadataRole {
+        network_id: "net".into(),
+        subnets: Vec::new(),
+        instances: vec![instance(1)],
+        passwords: Vec::new(),
+    };
+    let nic = NicConfig {
+        mac: APP_MAC,
+        addresses: vec![Ipv4Cidr::new(APP_IP, 24), Ipv4Cidr::new(METADATA_IP, 32)],
+        mtu: 1500,
+    };
+    let mut app = End::default();
+    let mut port = Port::new(&nic, &mut app, Instant::ZERO, 7).unwrap();
+    let mut service = Service::new(Engine::new(role, 1).unwrap(), crate::service::SOCKETS);
+    let get = "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n";
+    let conns: u16 = std::env::var("CONNS").map_or(128, |c| c.parse().unwrap());
+    let requests: Vec<(u16, &str)> = (0..conns).map(|i| (40000 + i, get)).collect();
+    let mut client = Client::many(mac(1), ip(1), &requests);
+    let mut answers = 0u64;
+    let mut polls = 0u64;
+    let mut in_service = std::time::Duration::ZERO;
+    let mut answer_len = None;
+    for ms in 0..3000 {
+        let now = Instant::from_millis(ms);
+        let t = std::time::Instant::now();
+        service.poll(&mut port, &mut app, now);
+        in_service += t.elapsed();
+        polls += 1;
+        client.dev.rx.extend(app.tx.drain(..));
+        client.poll(now);
+        for (_, request, received) in &mut client.conns {
+            let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let len = *answer_len.get_or_insert_with(|| {
+                let head = String::from_utf8_lossy(&received[..end]).to_lowercase();
+                let cl = head.split("content-length: ").nth(1).unwrap();
+                end + 4 + cl.split("\r\n").next().unwrap().parse::<usize>().unwrap()
+            });
+            if received.len() >= len {
+                received.drain(..len);
+                request.extend_from_slice(get.as_bytes());
+                answers += 1;
+            }
+        }
+        client.poll(now);
+        app.rx.extend(client.dev.tx.drain(..));
+    }
+    std::println!(
+        "{conns} connections: {answers} answers in {polls} polls, {:?} in the service, \
+         {:.2} µs per answer",
+        in_service,
+        in_service.as_secs_f64() * 1e6 / answers as f64
+    );
+    assert!(answers > 1000);
 }

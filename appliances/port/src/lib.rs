@@ -13,7 +13,9 @@ pub mod filter;
 use alloc::vec::Vec;
 use filter::{DropCounters, Filtered};
 use nanovnf_schema::NicConfig;
-use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketSet, SocketStorage,
+};
 use smoltcp::phy::{Device, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
@@ -160,6 +162,47 @@ impl Port {
         self.outbox.send(device, now);
         if !self.outbox.is_empty() {
             // Frames wait for TX room: poll again as soon as possible.
+            return Some(now);
+        }
+        self.iface.poll_at(now, sockets)
+    }
+
+    /// The first half of [`Port::poll_sockets`]: every frame `device` holds goes to the
+    /// detour or into `sockets`, and only what a frame answers at once (ARP, echo, a
+    /// reset) is sent. An appliance serves its sockets between this and [`Port::egress`],
+    /// so that answers leave in the pass that received their requests, and every socket
+    /// is visited once per pass rather than once per step of smoltcp's loop.
+    pub fn ingress<D: Device>(
+        &mut self,
+        device: &mut D,
+        now: Instant,
+        detour: &mut dyn Detour,
+        sockets: &mut SocketSet<'_>,
+    ) {
+        let hw = self.iface.hardware_addr();
+        let mut filtered = Filtered::new(device, hw, &mut self.drops, detour, &mut self.outbox);
+        self.iface.poll_maintenance(now);
+        while self.iface.poll_ingress_single(now, &mut filtered, sockets)
+            != PollIngressSingleResult::None
+        {}
+    }
+
+    /// The second half: what `sockets` have to send, then the detour's frames; returns the
+    /// next time smoltcp wants to be polled.
+    pub fn egress<D: Device>(
+        &mut self,
+        device: &mut D,
+        now: Instant,
+        detour: &mut dyn Detour,
+        sockets: &mut SocketSet<'_>,
+    ) -> Option<Instant> {
+        let hw = self.iface.hardware_addr();
+        let mut filtered = Filtered::new(device, hw, &mut self.drops, detour, &mut self.outbox);
+        while self.iface.poll_egress(now, &mut filtered, sockets) == PollResult::SocketStateChanged
+        {
+        }
+        self.outbox.send(device, now);
+        if !self.outbox.is_empty() {
             return Some(now);
         }
         self.iface.poll_at(now, sockets)
