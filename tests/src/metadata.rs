@@ -132,11 +132,25 @@ pub fn boot_metadata(
     nic: &TestNic,
     config: &BootConfig,
 ) -> anyhow::Result<Vm> {
+    boot_metadata_with(world, name, nic, config, None)
+}
+
+/// [`boot_metadata`] under `accel`, or the launcher's automatic choice.
+pub fn boot_metadata_with(
+    world: &World,
+    name: &str,
+    nic: &TestNic,
+    config: &BootConfig,
+    accel: Option<nanovnf_qemu::Accel>,
+) -> anyhow::Result<Vm> {
     let blob = nanovnf_schema::encode(config);
-    let spec = appliance::spec(world, name, "metadata", std::slice::from_ref(nic))?
+    let mut spec = appliance::spec(world, name, "metadata", std::slice::from_ref(nic))?
         .memory_mib(metadata_memory_mib(blob.len()))
         .control(true)
         .config(blob);
+    if let Some(a) = accel {
+        spec = spec.accel(a);
+    }
     let mut vm = spec.spawn().with_context(|| format!("spawn {name}"))?;
     vm.wait_ready(READY_TIMEOUT)
         .with_context(|| format!("{name} ready\n{}", vm.serial_output()))?;

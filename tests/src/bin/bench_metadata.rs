@@ -5,11 +5,13 @@
 //! socket serving the same JSON — in the same run, one after the other. Then a boot
 //! storm: `--storm` instances (200), each its own namespace and MAC, fetch their own
 //! `meta_data.json` at the same moment; the time until all have their correct answer.
+//! With `--accel tcg,kvm` (the default where `/dev/kvm` exists) the first accelerator runs
+//! all of that and every further one boots the appliance again for its own `wrk` rows.
 //! Needs root; all traffic stays inside the namespaces of one [`World`].
 //!
 //! ```text
 //! cargo run --release -p nanovnf-tests --bin bench-metadata -- \
-//!     [--seconds 5] [--conns 1,16,128] [--storm 200] [--json PATH|-]
+//!     [--seconds 5] [--conns 1,16,128] [--storm 200] [--accel tcg,kvm] [--json PATH|-]
 //! ```
 
 use std::net::Ipv4Addr;
@@ -18,24 +20,25 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use nanovnf_qemu::ControlClient;
+use nanovnf_qemu::{Accel, ControlClient};
 use nanovnf_schema::metadata::MetadataInstance;
 use nanovnf_tests::appliance::{self, TestNic};
 use nanovnf_tests::bench::{ms, write_json};
 use nanovnf_tests::metadata::{
-    BACKEND_PY, SYSTEM_PYTHON, TenantNet, boot_metadata, curl, neutron_haproxy_config, storm,
+    BACKEND_PY, SYSTEM_PYTHON, TenantNet, boot_metadata_with, curl, neutron_haproxy_config, storm,
 };
 use nanovnf_tests::{Instance, World, find_tool, wait_until};
 use serde_json::{Value, json};
 
-const USAGE: &str =
-    "usage: bench-metadata [--seconds N] [--conns N,N,...] [--storm N] [--json PATH|-]";
+const USAGE: &str = "usage: bench-metadata [--seconds N] [--conns N,N,...] [--storm N] \
+                     [--accel tcg,kvm] [--json PATH|-]";
 const PATH: &str = "/openstack/latest/meta_data.json";
 
 struct Args {
     seconds: u32,
     conns: Vec<u32>,
     storm: usize,
+    accels: Vec<Accel>,
     json: Option<PathBuf>,
 }
 
@@ -44,6 +47,11 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 5,
         conns: vec![1, 16, 128],
         storm: 200,
+        accels: if std::path::Path::new("/dev/kvm").exists() {
+            vec![Accel::Tcg, Accel::Kvm]
+        } else {
+            vec![Accel::Tcg]
+        },
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -65,6 +73,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--storm" => a.storm = value()?.parse()?,
+            "--accel" => a.accels = nanovnf_tests::forward::accels(&value()?)?,
             "--json" => a.json = Some(PathBuf::from(value()?)),
             _ => bail!("unknown argument {flag:?}\n{USAGE}"),
         }
@@ -202,7 +211,7 @@ fn run() -> anyhow::Result<bool> {
     };
     let name = format!("{}-md", world.prefix());
     let config = net.metadata_config(&name, nic.mac, instances);
-    let vm = boot_metadata(&world, &name, &nic, &config)?;
+    let mut vm = boot_metadata_with(&world, &name, &nic, &config, args.accels.first().copied())?;
     eprintln!(
         "appliance up ({}, {})",
         vm.accel().as_str(),
@@ -321,9 +330,33 @@ fn run() -> anyhow::Result<bool> {
         eprintln!("appliance counters: {}", nonzero.join(" "));
     }
 
+    // Further accelerators: the same appliance booted again on the same tap, its own rows.
+    let main_accel = vm.accel().as_str();
+    let mut rows: Vec<(String, u32, WrkResult)> = rows
+        .into_iter()
+        .map(|(t, c, r)| (t.to_owned(), c, r))
+        .collect();
+    for &accel in args.accels.iter().skip(1) {
+        vm.kill();
+        vm = boot_metadata_with(&world, &name, &nic, &config, Some(accel))?;
+        let target = format!("appliance-{}", vm.accel().as_str());
+        eprintln!("{target} up ({})", vm.accel_reason());
+        route(&world, "192.168.1.3")?;
+        let _ = wrk(&world, &cl, 4, 1);
+        for &c in &args.conns {
+            let r = wrk(&world, &cl, c, args.seconds)?;
+            clean &= r.errors == 0;
+            eprintln!(
+                "{target} c={c}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+                r.rps, r.p50_ms, r.p99_ms
+            );
+            rows.push((target.clone(), c, r));
+        }
+    }
+
     println!();
     println!(
-        "meta_data.json over HTTP/1.1 keep-alive, wrk -t1, {} s per run",
+        "meta_data.json over HTTP/1.1 keep-alive, wrk -t1, {} s per run; appliance under {main_accel}",
         args.seconds
     );
     println!(
@@ -364,7 +397,7 @@ fn run() -> anyhow::Result<bool> {
     }
     if let Some(path) = &args.json {
         let report = json!({
-            "accel": vm.accel().as_str(),
+            "accel": main_accel,
             "seconds": args.seconds,
             "wrk": rows.iter().map(|(t, c, r)| json!({
                 "target": t, "conns": c, "rps": r.rps, "p50_ms": r.p50_ms,
