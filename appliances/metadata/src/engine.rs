@@ -504,7 +504,7 @@ impl Engine {
             let request = Request {
                 method: head.method,
                 path: http::target_path(head.target),
-                keep_alive: head.keep_alive,
+                persist: head.persist(),
                 body: conn.input[head.head_len..total].to_vec(),
             };
             conn.input.drain(..total);
@@ -543,7 +543,7 @@ impl Engine {
             HttpError::BodyTooLarge => Event::BodyTooLarge,
         });
         conn.closing = true;
-        self.respond_error(conn, e.status(), false, false, None, now_ns);
+        self.respond_error(conn, e.status(), http::Persist::Close, false, None, now_ns);
     }
 
     /// The instance behind `peer`, or why there is none.
@@ -558,7 +558,7 @@ impl Engine {
     }
 
     fn answer(&mut self, conn: &mut Conn, req: Request, now_ns: u64) {
-        if !req.keep_alive {
+        if !req.persist.keeps() {
             conn.closing = true;
         }
         let head_only = req.method == Method::Head;
@@ -569,7 +569,7 @@ impl Engine {
                 return self.respond_error(
                     conn,
                     Status::NotFound,
-                    req.keep_alive,
+                    req.persist,
                     head_only,
                     None,
                     now_ns,
@@ -638,14 +638,7 @@ impl Engine {
                 self.statuses[Status::Ok as usize] += 1;
                 let mut head = Vec::with_capacity(160);
                 let len = body.bytes().len();
-                http::write_head(
-                    &mut head,
-                    Status::Ok,
-                    content_type,
-                    len,
-                    req.keep_alive,
-                    None,
-                );
+                http::write_head(&mut head, Status::Ok, content_type, len, req.persist, None);
                 if let (false, Chunk::Owned(b)) = (head_only, &body) {
                     head.extend_from_slice(b);
                     push(conn, Chunk::Owned(head), now_ns);
@@ -658,7 +651,7 @@ impl Engine {
             }
             Err((event, status, allow)) => {
                 self.count(event);
-                self.respond_error(conn, status, req.keep_alive, head_only, allow, now_ns);
+                self.respond_error(conn, status, req.persist, head_only, allow, now_ns);
             }
         }
     }
@@ -667,7 +660,7 @@ impl Engine {
         &mut self,
         conn: &mut Conn,
         status: Status,
-        keep_alive: bool,
+        persist: http::Persist,
         head_only: bool,
         allow: Option<&str>,
         now_ns: u64,
@@ -685,7 +678,7 @@ impl Engine {
             status,
             tree::TEXT_PLAIN,
             body.len(),
-            keep_alive,
+            persist,
             allow,
         );
         if !head_only {
@@ -705,6 +698,6 @@ fn push(conn: &mut Conn, chunk: Chunk, now_ns: u64) {
 struct Request {
     method: Method,
     path: Vec<u8>,
-    keep_alive: bool,
+    persist: http::Persist,
     body: Vec<u8>,
 }

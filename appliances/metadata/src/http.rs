@@ -321,13 +321,42 @@ pub fn path_tokens(path: &[u8]) -> Vec<&[u8]> {
     tokens
 }
 
+/// What an answer says about its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1's default: nothing to say, the connection stays.
+    KeepAlive,
+    /// An HTTP/1.0 client asked to keep the connection: `Connection: keep-alive` says it
+    /// stays (without it, such a client takes the answer as the last).
+    KeepAlive10,
+    /// `Connection: close`: the answer is the last.
+    Close,
+}
+
+impl Persist {
+    pub fn keeps(self) -> bool {
+        self != Persist::Close
+    }
+}
+
+impl RequestHead<'_> {
+    /// How the answer to this request leaves the connection.
+    pub fn persist(&self) -> Persist {
+        match (self.keep_alive, self.minor) {
+            (false, _) => Persist::Close,
+            (true, 0) => Persist::KeepAlive10,
+            (true, _) => Persist::KeepAlive,
+        }
+    }
+}
+
 /// Writes a response head. `allow` is sent with 405.
 pub fn write_head(
     out: &mut Vec<u8>,
     status: Status,
     content_type: &str,
     content_length: usize,
-    keep_alive: bool,
+    persist: Persist,
     allow: Option<&str>,
 ) {
     let mut s = alloc::string::String::with_capacity(160);
@@ -341,8 +370,10 @@ pub fn write_head(
     if let Some(allow) = allow {
         let _ = write!(s, "Allow: {allow}\r\n");
     }
-    if !keep_alive {
-        s.push_str("Connection: close\r\n");
+    match persist {
+        Persist::KeepAlive => {}
+        Persist::KeepAlive10 => s.push_str("Connection: keep-alive\r\n"),
+        Persist::Close => s.push_str("Connection: close\r\n"),
     }
     s.push_str("\r\n");
     out.extend_from_slice(s.as_bytes());

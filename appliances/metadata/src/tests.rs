@@ -978,9 +978,18 @@ fn connection_close_and_http_1_0_close_after_the_answer() {
     let (r, conn) = exchange(
         &mut e,
         peer(1),
-        b"GET /latest/meta-data/hostname HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /latest/meta-data/hostname HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+          GET /nope HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     );
+    // An HTTP/1.0 client is told the connection stays, or it would take each answer as
+    // the last (ApacheBench -k asks this way).
+    assert_eq!(r.len(), 2);
     assert_eq!(r[0].text(), "vm1");
+    assert_eq!(r[0].header("Connection"), Some("keep-alive"));
+    assert_eq!(
+        (r[1].status, r[1].header("Connection")),
+        (404, Some("keep-alive"))
+    );
     assert!(!conn.finished());
 }
 
