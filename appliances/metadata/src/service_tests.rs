@@ -176,10 +176,15 @@ impl Client {
 }
 
 fn app() -> (Service, Port, End) {
+    app_with(vec![instance(1), instance(2)], 8)
+}
+
+/// The service with `sockets` sockets for `instances`, its port and its end of the LAN.
+fn app_with(instances: Vec<MetadataInstance>, sockets: usize) -> (Service, Port, End) {
     let role = MetadataRole {
         network_id: "net".into(),
         subnets: Vec::new(),
-        instances: vec![instance(1), instance(2)],
+        instances,
         passwords: Vec::new(),
     };
     let nic = NicConfig {
@@ -189,7 +194,7 @@ fn app() -> (Service, Port, End) {
     };
     let mut dev = End::default();
     let port = Port::new(&nic, &mut dev, Instant::ZERO, 7).unwrap();
-    let service = Service::new(Engine::new(role, 1).unwrap(), 8);
+    let service = Service::new(Engine::new(role, 1).unwrap(), sockets);
     (service, port, dev)
 }
 
@@ -426,20 +431,7 @@ fn a_syn_flood_from_one_source_leaves_room_for_others() {
 #[ignore]
 fn keep_alive_load() {
     extern crate std;
-    let role = MetadataRole {
-        network_id: "net".into(),
-        subnets: Vec::new(),
-        instances: vec![instance(1)],
-        passwords: Vec::new(),
-    };
-    let nic = NicConfig {
-        mac: APP_MAC,
-        addresses: vec![Ipv4Cidr::new(APP_IP, 24), Ipv4Cidr::new(METADATA_IP, 32)],
-        mtu: 1500,
-    };
-    let mut app = End::default();
-    let mut port = Port::new(&nic, &mut app, Instant::ZERO, 7).unwrap();
-    let mut service = Service::new(Engine::new(role, 1).unwrap(), crate::service::SOCKETS);
+    let (mut service, mut port, mut app) = app_with(vec![instance(1)], crate::service::SOCKETS);
     let get = "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n";
     let conns: u16 = std::env::var("CONNS").map_or(128, |c| c.parse().unwrap());
     let requests: Vec<(u16, &str)> = (0..conns).map(|i| (40000 + i, get)).collect();

@@ -156,15 +156,8 @@ impl Port {
         detour: &mut dyn Detour,
         sockets: &mut SocketSet<'_>,
     ) -> Option<Instant> {
-        let hw = self.iface.hardware_addr();
-        let mut filtered = Filtered::new(device, hw, &mut self.drops, detour, &mut self.outbox);
-        self.iface.poll(now, &mut filtered, sockets);
-        self.outbox.send(device, now);
-        if !self.outbox.is_empty() {
-            // Frames wait for TX room: poll again as soon as possible.
-            return Some(now);
-        }
-        self.iface.poll_at(now, sockets)
+        self.ingress(device, now, detour, sockets);
+        self.egress(device, now, detour, sockets)
     }
 
     /// The first half of [`Port::poll_sockets`]: every frame `device` holds goes to the
@@ -203,6 +196,7 @@ impl Port {
         }
         self.outbox.send(device, now);
         if !self.outbox.is_empty() {
+            // Frames wait for TX room: poll again as soon as possible.
             return Some(now);
         }
         self.iface.poll_at(now, sockets)

@@ -98,6 +98,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// `wrk` against `target` at every connection count of `args`, after a warm-up (caches,
+/// ARP, the first connections); a row each.
+fn wrk_runs(
+    world: &World,
+    cl: &Instance,
+    target: &str,
+    args: &Args,
+    rows: &mut Vec<(String, u32, WrkResult)>,
+) -> anyhow::Result<()> {
+    let _ = wrk(world, cl, 4, 1);
+    for &c in &args.conns {
+        let r = wrk(world, cl, c, args.seconds)?;
+        eprintln!(
+            "{target} c={c}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
+            r.rps, r.p50_ms, r.p99_ms
+        );
+        rows.push((target.to_owned(), c, r));
+    }
+    Ok(())
+}
+
 /// One wrk run's figures.
 #[derive(Debug, Default)]
 struct WrkResult {
@@ -277,25 +298,15 @@ fn run() -> anyhow::Result<bool> {
         bail!("haproxy + backend never answered {PATH}");
     }
 
-    let mut rows = Vec::new();
-    let mut clean = true;
+    let mut rows: Vec<(String, u32, WrkResult)> = Vec::new();
     for (target, via) in [
         ("appliance", "192.168.1.3"),
         ("neutron-haproxy", "192.168.1.4"),
     ] {
         route(&world, via)?;
-        // Warm-up: caches, ARP, the first connections.
-        let _ = wrk(&world, &cl, 4, 1);
-        for &c in &args.conns {
-            let r = wrk(&world, &cl, c, args.seconds)?;
-            clean &= r.errors == 0;
-            eprintln!(
-                "{target} c={c}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
-                r.rps, r.p50_ms, r.p99_ms
-            );
-            rows.push((target, c, r));
-        }
+        wrk_runs(&world, &cl, target, &args, &mut rows)?;
     }
+    let mut clean = rows.iter().all(|(_, _, r)| r.errors == 0);
 
     // The boot storm, against the appliance.
     let mut storm_report = None;
@@ -332,26 +343,15 @@ fn run() -> anyhow::Result<bool> {
 
     // Further accelerators: the same appliance booted again on the same tap, its own rows.
     let main_accel = vm.accel().as_str();
-    let mut rows: Vec<(String, u32, WrkResult)> = rows
-        .into_iter()
-        .map(|(t, c, r)| (t.to_owned(), c, r))
-        .collect();
     for &accel in args.accels.iter().skip(1) {
         vm.kill();
         vm = boot_metadata_with(&world, &name, &nic, &config, Some(accel))?;
         let target = format!("appliance-{}", vm.accel().as_str());
         eprintln!("{target} up ({})", vm.accel_reason());
         route(&world, "192.168.1.3")?;
-        let _ = wrk(&world, &cl, 4, 1);
-        for &c in &args.conns {
-            let r = wrk(&world, &cl, c, args.seconds)?;
-            clean &= r.errors == 0;
-            eprintln!(
-                "{target} c={c}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms",
-                r.rps, r.p50_ms, r.p99_ms
-            );
-            rows.push((target.clone(), c, r));
-        }
+        let before = rows.len();
+        wrk_runs(&world, &cl, &target, &args, &mut rows)?;
+        clean &= rows[before..].iter().all(|(_, _, r)| r.errors == 0);
     }
 
     println!();
