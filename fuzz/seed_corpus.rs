@@ -33,3 +33,44 @@ pub fn check(target: &str, krate: &str, seeds: &[(&str, std::vec::Vec<u8>)]) {
         );
     }
 }
+
+/// Runs `run` on `rounds` deterministic mutations of `seeds` (flipped bits, cut tails,
+/// spliced seeds, overwritten bytes), so the fuzz target's body meets broken inputs in
+/// every `cargo test`, not only under cargo-fuzz.
+#[allow(dead_code)] // not every crate that includes this file mutates its seeds
+pub fn mutate<R>(
+    seeds: &[(&str, std::vec::Vec<u8>)],
+    rounds: usize,
+    mut run: impl FnMut(&[u8]) -> R,
+) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..rounds {
+        let (_, seed) = &seeds[round % seeds.len()];
+        let mut b = seed.clone();
+        match next() % 4 {
+            0 => {
+                for _ in 0..1 + next() % 8 {
+                    let i = (next() as usize) % b.len();
+                    b[i] ^= 1 << (next() % 8);
+                }
+            }
+            1 => b.truncate((next() as usize) % (b.len() + 1)),
+            2 => {
+                let (_, other) = &seeds[(next() as usize) % seeds.len()];
+                let cut = (next() as usize) % (other.len() + 1);
+                b.extend_from_slice(&other[cut..]);
+            }
+            _ => {
+                let i = (next() as usize) % b.len();
+                b[i] = next() as u8;
+            }
+        }
+        let _ = run(&b);
+    }
+}

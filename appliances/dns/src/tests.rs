@@ -873,36 +873,7 @@ fn fuzz_body_holds_on_seeds_and_mutations() {
         assert!(reached, "seed {name}: {c:?}");
     }
     // Deterministic mutations: flipped bits, cut tails, spliced seeds.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    for round in 0..3000 {
-        let (_, seed) = &seeds[round % seeds.len()];
-        let mut b = seed.clone();
-        match next() % 4 {
-            0 => {
-                for _ in 0..1 + next() % 8 {
-                    let i = (next() as usize) % b.len();
-                    b[i] ^= 1 << (next() % 8);
-                }
-            }
-            1 => b.truncate((next() as usize) % (b.len() + 1)),
-            2 => {
-                let (_, other) = &seeds[(next() as usize) % seeds.len()];
-                let cut = (next() as usize) % (other.len() + 1);
-                b.extend_from_slice(&other[cut..]);
-            }
-            _ => {
-                let i = (next() as usize) % b.len();
-                b[i] = next() as u8;
-            }
-        }
-        fuzz_check::run(&b);
-    }
+    seed_corpus::mutate(&seeds, 3000, fuzz_check::run);
 }
 
 #[path = "../../../fuzz/seed_corpus.rs"]

@@ -539,18 +539,7 @@ impl Gateway {
         }
         let hop = self.link.next_hop(vtep)?;
         let dst_mac = self.neigh.use_mac(hop, now_ms)?;
-        let mut outer = Outer {
-            dst_mac,
-            src_mac: self.link.mac,
-            src_ip: self.link.ip,
-            dst_ip: vtep,
-            ttl: self.ttl,
-            df: self.df,
-            ip_id: self.ip_id,
-            src_port: self.source_port(frame),
-            dst_port: self.udp_port,
-            vni: self.vni,
-        };
+        let mut outer = self.outer(vtep, dst_mac, self.source_port(frame));
         let partial = Offload {
             flags: F_NEEDS_CSUM,
             csum_start: (OUTER_LEN + ETHERNET_HEADER_LEN + ihl) as u16,
@@ -641,18 +630,8 @@ impl Gateway {
             return;
         };
         self.ip_id = self.ip_id.wrapping_add(1);
-        let outer = Outer {
-            dst_mac: [0; 6], // the next hop's, written by `Neighbors::send`
-            src_mac: self.link.mac,
-            src_ip: self.link.ip,
-            dst_ip: vtep,
-            ttl: self.ttl,
-            df: self.df,
-            ip_id: self.ip_id,
-            src_port,
-            dst_port: self.udp_port,
-            vni: self.vni,
-        };
+        // The next hop's MAC is written by `Neighbors::send`.
+        let outer = self.outer(vtep, [0; 6], src_port);
         let mut hdr = outer.emit(inner.len());
         match self.neigh.send(
             hop,
@@ -666,6 +645,23 @@ impl Gateway {
             Sent::Out => tally.sent += 1,
             Sent::Queued => tally.queued += 1,
             Sent::Dropped(r) => tally.drop(r, &mut self.stats),
+        }
+    }
+
+    /// The outer headers of a frame to `vtep` from our underlay address, with the current
+    /// IP ID, TTL, DF, port and VNI.
+    fn outer(&self, vtep: Ipv4Addr, dst_mac: [u8; 6], src_port: u16) -> Outer {
+        Outer {
+            dst_mac,
+            src_mac: self.link.mac,
+            src_ip: self.link.ip,
+            dst_ip: vtep,
+            ttl: self.ttl,
+            df: self.df,
+            ip_id: self.ip_id,
+            src_port,
+            dst_port: self.udp_port,
+            vni: self.vni,
         }
     }
 
