@@ -8,7 +8,7 @@ use crate::plan::{ApplianceKind, Plan};
 use anyhow::Context;
 use nanovnf_qemu::format_mac;
 use nanovnf_schema::metadata::{InstancePassword, MetadataInstance};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -83,23 +83,14 @@ pub struct ApplianceRecord {
 pub struct State {
     db: Connection,
     dir: PathBuf,
-    /// Held for the manager's lifetime: one manager per state directory.
-    _lock: File,
+    /// Held for the manager's lifetime: one manager per state directory (none for
+    /// `status`).
+    _lock: Option<File>,
 }
 
 impl State {
     /// Opens (creating) the state directory and its database, taking the directory's lock.
     pub fn open(dir: &Path) -> anyhow::Result<State> {
-        Self::open_with(dir, true)
-    }
-
-    /// Opens the state for reading only (`status`): no lock, so it works beside a running
-    /// `up --watch`.
-    pub fn open_shared(dir: &Path) -> anyhow::Result<State> {
-        Self::open_with(dir, false)
-    }
-
-    fn open_with(dir: &Path, exclusive: bool) -> anyhow::Result<State> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("create state directory {}", dir.display()))?;
         let lock_path = dir.join("lock");
@@ -109,7 +100,7 @@ impl State {
             .write(true)
             .open(&lock_path)
             .with_context(|| format!("open {}", lock_path.display()))?;
-        match if exclusive { lock.try_lock() } else { Ok(()) } {
+        match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
                 "another nanovnf manages {} (its lock {} is held); \
@@ -122,15 +113,38 @@ impl State {
             }
         }
         let path = dir.join("state.db");
+        if !path.exists() {
+            create_database(&path)?;
+        }
         let db = Connection::open(&path).with_context(|| format!("open {}", path.display()))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        // Tables added since the file was made.
         db.execute_batch(SCHEMA)
             .with_context(|| format!("create the tables of {}", path.display()))?;
         Ok(State {
             db,
             dir: dir.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens the state for reading only (`status`): no lock, and nothing is created or
+    /// changed, so it works beside a running `up --watch`. A directory no manager has used
+    /// reads as empty.
+    pub fn open_shared(dir: &Path) -> anyhow::Result<State> {
+        let path = dir.join("state.db");
+        let db = if path.exists() {
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .with_context(|| format!("open {}", path.display()))?
+        } else {
+            let db = Connection::open_in_memory()?;
+            db.execute_batch(SCHEMA)?;
+            db
+        };
+        Ok(State {
+            db,
+            dir: dir.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -358,6 +372,26 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Makes the database under another name and renames it into place, so that a `status`
+/// running meanwhile finds either no file or one in WAL mode with every table. (Two
+/// connections that both turn a new file into WAL and create its tables can fail with
+/// "database is locked": SQLite refuses the lock upgrade rather than deadlock.)
+fn create_database(path: &Path) -> anyhow::Result<()> {
+    let new = path.with_extension("db.new");
+    for stale in ["db.new", "db.new-wal", "db.new-shm"] {
+        let _ = std::fs::remove_file(path.with_extension(stale));
+    }
+    let db = Connection::open(&new).with_context(|| format!("create {}", new.display()))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.execute_batch(SCHEMA)
+        .with_context(|| format!("create the tables of {}", new.display()))?;
+    // Closing the only connection checkpoints and removes the write-ahead log; WAL mode
+    // stays recorded in the file.
+    db.close().map_err(|(_, e)| e)?;
+    std::fs::rename(&new, path)
+        .with_context(|| format!("rename {} to {}", new.display(), path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +406,45 @@ mod tests {
         drop(first);
         State::open(&dir).expect("lock is released with the first manager");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn status_beside_a_starting_manager_reads_instead_of_failing() {
+        // `status` polled while the first `up` creates the database (the manager tests do
+        // this): it reads an empty state or the manager's, never "database is locked".
+        for round in 0..40 {
+            let dir = std::env::temp_dir()
+                .join(format!("nanovnf-state-race-{}-{round}", std::process::id()));
+            let manager = {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    let state = State::open(&dir).unwrap();
+                    state.set_plan("f.toml", &Plan::default()).unwrap();
+                    state
+                        .record_link("nvb-1", "created", "bridge", "net")
+                        .unwrap();
+                })
+            };
+            while !manager.is_finished() {
+                let status = State::open_shared(&dir).expect("status opens beside up");
+                status.plan().expect("status reads beside up");
+                status.links().expect("status reads beside up");
+            }
+            manager.join().unwrap();
+            let status = State::open_shared(&dir).unwrap();
+            assert_eq!(status.plan().unwrap().unwrap().0, "f.toml");
+            assert_eq!(status.links().unwrap().len(), 1);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn status_of_an_unused_directory_is_empty_and_creates_nothing() {
+        let dir = std::env::temp_dir().join(format!("nanovnf-state-none-{}", std::process::id()));
+        let status = State::open_shared(&dir).unwrap();
+        assert!(status.plan().unwrap().is_none());
+        assert!(status.appliances().unwrap().is_empty());
+        assert!(!dir.exists());
     }
 
     #[test]
