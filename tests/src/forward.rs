@@ -1,8 +1,8 @@
 //! Forwarding appliances under test (wire, router, VXLAN gateway): booting one with
 //! several NICs, and iperf3 between two namespaces of a [`World`], read from its JSON.
 
-use crate::World;
 use crate::appliance::{self, READY_TIMEOUT, appliance_mac};
+use crate::{Instance, World};
 use anyhow::{Context, bail};
 use nanovnf_qemu::{Accel, Nic, Vm};
 use nanovnf_schema::{BootConfig, LogLevel, NicConfig, Role};
@@ -72,6 +72,47 @@ pub fn accels(value: &str) -> anyhow::Result<Vec<Accel>> {
             "tcg" => Ok(Accel::Tcg),
             "kvm" => Ok(Accel::Kvm),
             _ => bail!("--accel {a:?}: tcg or kvm"),
+        })
+        .collect()
+}
+
+/// Where a forwarding benchmark's instances run their receive path (`--receive`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receive {
+    /// In their own NAPI threads, as separate hosts would ([`World::receive_in_own_thread`]).
+    Thread,
+    /// Inside whichever thread sent the frame: for frames an appliance sends, QEMU's I/O
+    /// thread (Linux's default for veth).
+    Inline,
+}
+
+impl Receive {
+    pub fn label(self) -> &'static str {
+        match self {
+            Receive::Thread => "rx thread",
+            Receive::Inline => "rx inline",
+        }
+    }
+
+    /// Applies this mode to `instances` of `world`.
+    pub fn apply(self, world: &World, instances: &[&Instance]) -> anyhow::Result<()> {
+        if self == Receive::Thread {
+            for inst in instances {
+                world.receive_in_own_thread(inst)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `--receive thread,inline` of the forwarding benchmarks.
+pub fn receives(value: &str) -> anyhow::Result<Vec<Receive>> {
+    value
+        .split(',')
+        .map(|r| match r {
+            "thread" => Ok(Receive::Thread),
+            "inline" => Ok(Receive::Inline),
+            _ => bail!("--receive {r:?}: thread or inline"),
         })
         .collect()
 }

@@ -309,6 +309,48 @@ impl World {
         Ok(host_port)
     }
 
+    /// Makes `inst` receive as a host of its own would: the frames the bridge sends it are
+    /// taken up by NAPI, with GRO, in a kernel thread of their own (threaded NAPI on the
+    /// veth). Otherwise a veth delivers inside whichever thread sent the frame, so every
+    /// frame an appliance writes into its tap carries the receiving instance's whole
+    /// stack (bridge, IP, TCP, the iperf3 wakeup) inside QEMU's one I/O thread, work that
+    /// a remote host does on its own CPU. Linux takes veth's NAPI path only for frames
+    /// the sending end would not have to segment, so the bridge's end loses TSO: this is
+    /// for cases without offloads.
+    pub fn receive_in_own_thread(&self, inst: &Instance) -> anyhow::Result<()> {
+        for (ns, dev, feature) in [
+            (&self.host_ns, &inst.host_port, "tso"),
+            (&inst.ns, &inst.ifname, "gro"),
+        ] {
+            let value = if feature == "tso" { "off" } else { "on" };
+            let out = self.exec(ns, &["ethtool", "-K", dev, feature, value])?;
+            if !out.status.success() {
+                bail!(
+                    "ethtool -K {dev} {feature} {value} in {ns}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let threaded = format!("/sys/class/net/{}/threaded", inst.ifname);
+        let out = self.exec(
+            &inst.ns,
+            &[
+                "sh",
+                "-c",
+                &format!("echo 1 > {threaded} && cat {threaded}"),
+            ],
+        )?;
+        if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+            bail!(
+                "threaded NAPI on {} in {}: {}",
+                inst.ifname,
+                inst.ns,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `argv` inside `ns` (one of this world's namespaces) via `ip netns exec`, with
     /// stdin closed, and returns its output whatever the exit status.
     pub fn exec(&self, ns: &str, argv: &[&str]) -> anyhow::Result<Output> {

@@ -4,12 +4,17 @@
 //! NICs: the floor of this I/O path) and (d) a Linux namespace router with iptables
 //! MASQUERADE (Neutron's way, no VM); each with and without offloads (for the VMs: QEMU's
 //! virtio-net offloads; for the namespace router: TSO/GSO/GRO on its legs). Appliances run
-//! under TCG and, with `--accel tcg,kvm`, under KVM too. One table; `--json PATH|-`.
+//! under TCG and, with `--accel tcg,kvm`, under KVM too. Cases without offloads run twice
+//! (`--receive thread,inline`): with the tenant and outside namespaces receiving in their own
+//! NAPI threads, as separate hosts do, and with Linux's veth default, where the receiving
+//! namespace's whole stack runs inside the thread that wrote the frame (for the appliances,
+//! QEMU's one I/O thread). One table; `--json PATH|-`.
 //!
 //! ```text
 //! cargo run --release -p nanovnf-tests --bin bench-router -- \
 //!     [--targets router-snat,router-floating,wire,linux-ns] [--accel tcg,kvm] \
-//!     [--offloads on,off] [--seconds 5] [--repeat 3] [--json PATH|-]
+//!     [--offloads on,off] [--receive thread,inline] [--seconds 5] [--repeat 3] \
+//!     [--json PATH|-]
 //! ```
 
 use std::net::Ipv4Addr;
@@ -23,12 +28,13 @@ use nanovnf_schema::router::{DEFAULT_CONNTRACK_CAPACITY, FloatingIp, RouterRole}
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3_median, wire_config};
+use nanovnf_tests::forward::{self, Iperf, Receive, boot_forwarder, iperf3_median, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: bench-router [--targets NAME,...] [--accel tcg,kvm] \
-                     [--offloads on,off] [--seconds N] [--repeat N] [--json PATH|-]";
+                     [--offloads on,off] [--receive thread,inline] [--seconds N] \
+                     [--repeat N] [--json PATH|-]";
 const KNOWN_TARGETS: &[&str] = &["router-snat", "router-floating", "wire", "linux-ns"];
 
 const TENANT: Ipv4Addr = Ipv4Addr::new(10, 60, 1, 10);
@@ -43,6 +49,7 @@ struct Case {
     target: String,
     accel: Option<Accel>,
     offloads: bool,
+    receive: Receive,
 }
 
 struct Row {
@@ -75,6 +82,7 @@ fn run() -> anyhow::Result<bool> {
     let mut seconds = 5;
     let mut repeat = 3;
     let mut json_path = None;
+    let mut receives = vec![Receive::Thread, Receive::Inline];
     for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
         match flag.as_str() {
             "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
@@ -91,6 +99,7 @@ fn run() -> anyhow::Result<bool> {
             }
             "--seconds" => seconds = bench::positive(&flag, &value)?,
             "--repeat" => repeat = bench::positive(&flag, &value)?,
+            "--receive" => receives = forward::receives(&value)?,
             "--json" => json_path = Some(value),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
@@ -100,34 +109,46 @@ fn run() -> anyhow::Result<bool> {
     let mut cases = Vec::new();
     for t in &targets {
         for &o in &offloads {
-            if t == "linux-ns" {
-                cases.push(Case {
-                    target: t.clone(),
-                    accel: None,
-                    offloads: o,
-                });
-                continue;
-            }
-            for &a in &accels {
-                cases.push(Case {
-                    target: t.clone(),
-                    accel: Some(a),
-                    offloads: o,
-                });
+            // With offloads, frames reach the namespaces as superframes, which Linux never
+            // hands to a veth's NAPI thread.
+            let modes = if o {
+                vec![Receive::Inline]
+            } else {
+                receives.clone()
+            };
+            let runs: Vec<Option<Accel>> = if t == "linux-ns" {
+                vec![None]
+            } else {
+                accels.iter().copied().map(Some).collect()
+            };
+            for accel in runs {
+                for &receive in &modes {
+                    cases.push(Case {
+                        target: t.clone(),
+                        accel,
+                        offloads: o,
+                        receive,
+                    });
+                }
             }
         }
     }
     let mut rows = Vec::new();
     for case in &cases {
         let name = format!(
-            "{}{} offloads {}",
+            "{}{} offloads {}{}",
             case.target,
             match case.accel {
                 Some(Accel::Kvm) => " KVM",
                 Some(_) => " TCG",
                 None => "",
             },
-            if case.offloads { "on" } else { "off" }
+            if case.offloads { "on" } else { "off" },
+            if case.offloads {
+                String::new()
+            } else {
+                format!(", {}", case.receive.label())
+            }
         );
         eprintln!("bench-router: {name} ...");
         let row = measure(case, seconds, repeat).unwrap_or_else(|e| Row {
@@ -163,11 +184,11 @@ fn row_json(r: &Row) -> Value {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| {:<34} | {:>20} | {:>34} | {:>9} | {:>8} |",
+        "| {:<46} | {:>20} | {:>34} | {:>9} | {:>8} |",
         "path", "TCP Gbit/s", "UDP 64 B packets/s", "QEMU CPU", "ready"
     );
     println!(
-        "|{:-<36}|{:->22}|{:->36}|{:->11}|{:->10}|",
+        "|{:-<48}|{:->22}|{:->36}|{:->11}|{:->10}|",
         "", "", "", "", ""
     );
     for r in rows {
@@ -177,7 +198,7 @@ fn print_table(rows: &[Row]) {
             .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
         let ready = r.ready_ms.map_or("–".into(), |m| format!("{m:.0} ms"));
         println!(
-            "| {:<34} | {:>20} | {:>34} | {:>9} | {:>8} |",
+            "| {:<46} | {:>20} | {:>34} | {:>9} | {:>8} |",
             r.case, tcp, udp, cpu, ready
         );
     }
@@ -325,6 +346,7 @@ fn measure(case: &Case, seconds: usize, repeat: usize) -> anyhow::Result<Row> {
         }
     };
     let ready_ms = vm.as_ref().map(|_| bench::ms(started.elapsed()));
+    case.receive.apply(&world, &[&tenant, &outside])?;
     // The path works before it is measured.
     let client = if client_ns == tenant.ns {
         &tenant

@@ -6,13 +6,17 @@
 //! do) and (c) Linux vxlan devices on both ends with no VM. The gateway runs with offloads
 //! (tenant superframes segmented inside it: QEMU 7.2 has no UDP-tunnel segmentation
 //! offload for the underlay) and without. `--underlay-mtu 1500,9000` repeats every case
-//! over a jumbo underlay (overlay MTU = underlay − 50). Appliances under TCG, and KVM with
-//! `--accel tcg,kvm`. One table; `--json PATH|-`.
+//! over a jumbo underlay (overlay MTU = underlay − 50). Cases without offloads run twice
+//! (`--receive thread,inline`): with both instances receiving in their own NAPI threads,
+//! as the hosts at either end of a real overlay do, and with Linux's veth default, where
+//! the receiving instance's whole stack runs inside the QEMU thread that wrote the frame.
+//! Appliances under TCG, and KVM with `--accel tcg,kvm`. One table; `--json PATH|-`.
 //!
 //! ```text
 //! cargo run --release -p nanovnf-tests --bin bench-vxlan -- \
 //!     [--targets gateway,gateway-no-offloads,wire,wire-no-offloads,linux-vxlan] \
-//!     [--accel tcg,kvm] [--underlay-mtu 1500,9000] [--seconds 5] [--repeat 3] [--json PATH|-]
+//!     [--accel tcg,kvm] [--underlay-mtu 1500,9000] [--receive thread,inline] \
+//!     [--seconds 5] [--repeat 3] [--json PATH|-]
 //! ```
 
 use std::process::ExitCode;
@@ -23,14 +27,15 @@ use nanovnf_schema::vxlan::{DEFAULT_AGEING_SECS, DEFAULT_FDB_CAPACITY, VxlanRole
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{self, Iperf, boot_forwarder, iperf3_median, wire_config};
+use nanovnf_tests::forward::{self, Iperf, Receive, boot_forwarder, iperf3_median, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 const USAGE: &str = "usage: bench-vxlan [--targets NAME,...] [--accel tcg,kvm] \
-                     [--underlay-mtu 1500,9000] [--seconds N] [--repeat N] [--json PATH|-]";
+                     [--underlay-mtu 1500,9000] [--receive thread,inline] [--seconds N] \
+                     [--repeat N] [--json PATH|-]";
 const KNOWN_TARGETS: &[&str] = &[
     "gateway",
     "gateway-no-offloads",
@@ -74,6 +79,7 @@ fn run() -> anyhow::Result<bool> {
     let mut repeat = 3;
     let mut underlay_mtus = vec![1500u16];
     let mut json_path = None;
+    let mut receives = vec![Receive::Thread, Receive::Inline];
     for (flag, value) in bench::flags(std::env::args().skip(1), USAGE)? {
         match flag.as_str() {
             "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
@@ -89,11 +95,13 @@ fn run() -> anyhow::Result<bool> {
                     })
                     .collect::<anyhow::Result<_>>()?;
             }
+            "--receive" => receives = forward::receives(&value)?,
             "--json" => json_path = Some(value),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
-    nanovnf_tests::require_root_and_tools(&["ip", "iperf3"]).map_err(anyhow::Error::msg)?;
+    nanovnf_tests::require_root_and_tools(&["ip", "iperf3", "ethtool"])
+        .map_err(anyhow::Error::msg)?;
     let mut rows = Vec::new();
     for &underlay_mtu in &underlay_mtus {
         for t in &targets {
@@ -102,32 +110,44 @@ fn run() -> anyhow::Result<bool> {
             } else {
                 accels.iter().copied().map(Some).collect()
             };
+            // With offloads, frames reach the instances as superframes, which Linux
+            // never hands to a veth's NAPI thread.
+            let modes = if t.ends_with("-no-offloads") {
+                receives.clone()
+            } else {
+                vec![Receive::Inline]
+            };
             for accel in runs {
-                let case = match accel {
-                    Some(Accel::Kvm) => format!("{t} KVM"),
-                    Some(_) => format!("{t} TCG"),
-                    None => t.clone(),
-                };
-                eprintln!("bench-vxlan: {case}, underlay MTU {underlay_mtu} ...");
-                let row =
-                    measure(t, accel, seconds, repeat, underlay_mtu).unwrap_or_else(|e| Row {
-                        case: String::new(),
-                        underlay_mtu,
-                        tcp: Err(anyhow::anyhow!("{e:#}")),
-                        udp: Err(anyhow::anyhow!("setup failed")),
-                        qemu_cpu: None,
-                    });
-                rows.push(Row { case, ..row });
+                for &receive in &modes {
+                    let mut case = match accel {
+                        Some(Accel::Kvm) => format!("{t} KVM"),
+                        Some(_) => format!("{t} TCG"),
+                        None => t.clone(),
+                    };
+                    if modes.len() > 1 || receive == Receive::Thread {
+                        case = format!("{case}, {}", receive.label());
+                    }
+                    eprintln!("bench-vxlan: {case}, underlay MTU {underlay_mtu} ...");
+                    let row = measure(t, accel, receive, seconds, repeat, underlay_mtu)
+                        .unwrap_or_else(|e| Row {
+                            case: String::new(),
+                            underlay_mtu,
+                            tcp: Err(anyhow::anyhow!("{e:#}")),
+                            udp: Err(anyhow::anyhow!("setup failed")),
+                            qemu_cpu: None,
+                        });
+                    rows.push(Row { case, ..row });
+                }
             }
         }
     }
     println!();
     println!(
-        "| {:<24} | {:>8} | {:>20} | {:>34} | {:>9} |",
+        "| {:<40} | {:>8} | {:>20} | {:>34} | {:>9} |",
         "path", "underlay", "TCP Gbit/s", "UDP 64 B packets/s", "QEMU CPU"
     );
     println!(
-        "|{:-<26}|{:->10}|{:->22}|{:->36}|{:->11}|",
+        "|{:-<42}|{:->10}|{:->22}|{:->36}|{:->11}|",
         "", "", "", "", ""
     );
     for r in &rows {
@@ -136,7 +156,7 @@ fn run() -> anyhow::Result<bool> {
             .qemu_cpu
             .map_or("–".into(), |c| format!("{:.0}%", c * 100.0));
         println!(
-            "| {:<24} | {:>8} | {:>20} | {:>34} | {:>9} |",
+            "| {:<40} | {:>8} | {:>20} | {:>34} | {:>9} |",
             r.case, r.underlay_mtu, tcp, udp, cpu
         );
     }
@@ -194,6 +214,7 @@ fn linux_vxlan(
 fn measure(
     target: &str,
     accel: Option<Accel>,
+    receive: Receive,
     seconds: usize,
     repeat: usize,
     underlay_mtu: u16,
@@ -209,7 +230,7 @@ fn measure(
         underlay_mtu,
     )?;
     let mut vm: Option<Vm> = None;
-    let local_ns;
+    let local;
     match target {
         "linux-vxlan" => {
             let lh = world.add_instance(
@@ -237,7 +258,7 @@ fn measure(
                 REMOTE,
                 overlay_mtu,
             )?;
-            local_ns = lh.ns.clone();
+            local = lh;
         }
         "wire" | "wire-no-offloads" => {
             // No overlay: the remote instance's address sits on the underlay side.
@@ -252,7 +273,7 @@ fn measure(
                 ],
             )?;
             let tenant = world.add_bridge("tn", overlay_mtu)?;
-            let local = world.add_instance(
+            local = world.add_instance(
                 "li",
                 &tenant,
                 Some(&format!("{LOCAL}/24")),
@@ -271,7 +292,6 @@ fn measure(
                 target == "wire",
                 accel.unwrap_or(Accel::Tcg),
             )?);
-            local_ns = local.ns.clone();
         }
         _ => {
             linux_vxlan(
@@ -284,7 +304,7 @@ fn measure(
                 overlay_mtu,
             )?;
             let tenant = world.add_bridge("tn", overlay_mtu)?;
-            let local = world.add_instance(
+            local = world.add_instance(
                 "li",
                 &tenant,
                 Some(&format!("{LOCAL}/24")),
@@ -331,9 +351,10 @@ fn measure(
                 target == "gateway",
                 accel.unwrap_or(Accel::Tcg),
             )?);
-            local_ns = local.ns.clone();
         }
     }
+    receive.apply(&world, &[&local, &remote_host])?;
+    let local_ns = local.ns.clone();
     let probe = world.exec(
         &local_ns,
         &["ping", "-c", "3", "-W", "3", &REMOTE.to_string()],
