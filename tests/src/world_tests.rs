@@ -445,3 +445,35 @@ fn cleanup_stale_removes_orphans_but_not_live_worlds() {
     assert_eq!(namespaces_with(live.prefix()).len(), 1);
     assert!(cleanup_stale("other").is_empty(), "refuses foreign roots");
 }
+
+#[test]
+fn an_instance_can_receive_in_a_napi_thread_of_its_own() {
+    if !environment_ready("receive_in_own_thread", &["ip", "ping", "ethtool"]) {
+        return;
+    }
+    let mut world = World::new("rx_thread").unwrap();
+    let (a, b) = two_instances(&mut world, 1500);
+    world.receive_in_own_thread(&b).unwrap();
+    let features = |ns: &str, dev: &str| {
+        String::from_utf8_lossy(&world.exec(ns, &["ethtool", "-k", dev]).unwrap().stdout)
+            .into_owned()
+    };
+    assert!(features(&b.ns, &b.ifname).contains("generic-receive-offload: on"));
+    assert!(features(world.host_ns(), &b.host_port).contains("tcp-segmentation-offload: off"));
+    let threaded = world
+        .exec(
+            &b.ns,
+            &["cat", &format!("/sys/class/net/{}/threaded", b.ifname)],
+        )
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&threaded.stdout).trim(), "1");
+    // The kernel names the thread after the device: "napi/<ifname>-<napi id>".
+    let napi_threads: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(&format!("napi/{}", &b.ifname[..b.ifname.len().min(10)])))
+        .collect();
+    assert!(!napi_threads.is_empty(), "no NAPI thread for {}", b.ifname);
+    assert!(a.ping(&world, B_IP, 2, Duration::from_secs(5)).unwrap());
+    assert!(b.ping(&world, A_IP, 2, Duration::from_secs(5)).unwrap());
+}
