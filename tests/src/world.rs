@@ -318,11 +318,10 @@ impl World {
     /// the sending end would not have to segment, so the bridge's end loses TSO: this is
     /// for cases without offloads.
     pub fn receive_in_own_thread(&self, inst: &Instance) -> anyhow::Result<()> {
-        for (ns, dev, feature) in [
-            (&self.host_ns, &inst.host_port, "tso"),
-            (&inst.ns, &inst.ifname, "gro"),
+        for (ns, dev, feature, value) in [
+            (&self.host_ns, &inst.host_port, "tso", "off"),
+            (&inst.ns, &inst.ifname, "gro", "on"),
         ] {
-            let value = if feature == "tso" { "off" } else { "on" };
             let out = self.exec(ns, &["ethtool", "-K", dev, feature, value])?;
             if !out.status.success() {
                 bail!(

@@ -112,7 +112,8 @@ fn run() -> anyhow::Result<bool> {
             };
             // With offloads, frames reach the instances as superframes, which Linux
             // never hands to a veth's NAPI thread.
-            let modes = if t.ends_with("-no-offloads") {
+            let no_offloads = t.ends_with("-no-offloads");
+            let modes = if no_offloads {
                 receives.clone()
             } else {
                 vec![Receive::Inline]
@@ -124,7 +125,7 @@ fn run() -> anyhow::Result<bool> {
                         Some(_) => format!("{t} TCG"),
                         None => t.clone(),
                     };
-                    if modes.len() > 1 || receive == Receive::Thread {
+                    if no_offloads {
                         case = format!("{case}, {}", receive.label());
                     }
                     eprintln!("bench-vxlan: {case}, underlay MTU {underlay_mtu} ...");
