@@ -66,13 +66,31 @@ pub const TCP_CLOSE_MS: u64 = 10 * SEC;
 pub const UDP_UNREPLIED_MS: u64 = 30 * SEC;
 pub const UDP_REPLIED_MS: u64 = 120 * SEC;
 pub const ICMP_MS: u64 = 30 * SEC;
-/// Upper bound on a configured capacity (about 100 bytes of memory per entry).
+/// Upper bound on a configured capacity (about 120 bytes of memory per entry).
 pub const MAX_CAPACITY: u32 = 1 << 22;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+
+/// The forwarding decision the router took for one direction of a flow, kept with the
+/// flow so that its next packets skip routing and neighbour lookup (the router's
+/// shortcut, as Linux's flowtable). Valid before `until_ms` while `generation` is still
+/// the router's; the default never is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hop {
+    pub until_ms: u64,
+    pub generation: u32,
+    /// What the rewrite adds to the IP checksum (addresses, TTL) and to the TCP or UDP
+    /// checksum (addresses, ports), folded (`checksum::apply_delta`).
+    pub ip_delta: u16,
+    pub l4_delta: u16,
+    /// Where the direction's packets arrive, and where they leave to `mac`.
+    pub in_nic: u8,
+    pub out_nic: u8,
+    pub mac: [u8; 6],
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -84,6 +102,7 @@ struct Entry {
     prev: u32,
     next: u32,
     expires: u64,
+    hops: [Hop; 2],
     tcp: TcpState,
     used: bool,
     assured: bool,
@@ -97,6 +116,7 @@ impl Default for Entry {
             prev: NIL,
             next: NIL,
             expires: 0,
+            hops: [Hop::default(); 2],
             tcp: TcpState::Close,
             used: false,
             assured: false,
@@ -193,6 +213,7 @@ impl Table {
     }
 
     /// The live entry holding `key` and the direction it matched, ignoring expiry.
+    #[inline]
     fn find(&self, key: &Key) -> Option<(usize, Dir)> {
         let mut node = *self.heads.get(self.bucket(key))?;
         while node != NIL {
@@ -216,6 +237,27 @@ impl Table {
             return None;
         }
         Some((idx, dir))
+    }
+
+    /// The unexpired entry matching `key`, leaving an expired one for [`Table::lookup`].
+    #[inline]
+    pub fn find_live(&self, key: &Key, now: u64) -> Option<(usize, Dir)> {
+        self.find(key)
+            .filter(|&(i, _)| self.entries[i].expires > now)
+    }
+
+    /// The decision cached for direction `dir` of entry `idx` ([`Hop::default`] if none).
+    #[inline]
+    pub fn hop(&self, idx: usize, dir: Dir) -> Hop {
+        self.entries
+            .get(idx)
+            .map_or_else(Hop::default, |e| e.hops[dir as usize])
+    }
+
+    pub fn set_hop(&mut self, idx: usize, dir: Dir, hop: Hop) {
+        if let Some(e) = self.entries.get_mut(idx).filter(|e| e.used) {
+            e.hops[dir as usize] = hop;
+        }
     }
 
     /// True when `key` is tracked by an unexpired entry.
@@ -270,6 +312,7 @@ impl Table {
         };
         let e = &mut self.entries[idx];
         e.keys = [orig, reply];
+        e.hops = [Hop::default(); 2];
         e.used = true;
         e.assured = false;
         e.tcp = tcp;

@@ -64,6 +64,9 @@ pub struct Cache {
     pub map: BTreeMap<(usize, u32), Neigh>,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
+    /// Changes whenever a known neighbour's MAC changes or an entry goes: a MAC cached
+    /// from an older generation may be wrong.
+    pub generation: u32,
 }
 
 impl Cache {
@@ -117,7 +120,7 @@ impl Cache {
             .map(|(k, _)| *k);
         match victim {
             Some(k) => {
-                self.map.remove(&k);
+                self.forget(k.0, k.1);
                 true
             }
             None => false,
@@ -129,6 +132,9 @@ impl Cache {
     /// an entry is now reachable (its queue can go).
     pub fn learn(&mut self, nic: usize, ip: u32, mac: [u8; 6], now: u64, create: bool) -> bool {
         if let Some(n) = self.map.get_mut(&(nic, ip)) {
+            if n.mac != mac {
+                self.generation = self.generation.wrapping_add(1);
+            }
             n.mac = mac;
             n.state = State::Reachable;
             n.confirmed_ms = now;
@@ -150,6 +156,23 @@ impl Cache {
             },
         );
         true
+    }
+
+    /// Drops the entry for `ip` on `nic`.
+    pub fn forget(&mut self, nic: usize, ip: u32) {
+        if self.map.remove(&(nic, ip)).is_some() {
+            self.generation = self.generation.wrapping_add(1);
+        }
+    }
+
+    /// Until when `ip` on `nic` stays reachable without a probe (0 when it is not now).
+    pub fn reachable_until(&self, nic: usize, ip: u32, now: u64) -> u64 {
+        self.map
+            .get(&(nic, ip))
+            .filter(|n| n.state == State::Reachable)
+            .map(|n| n.confirmed_ms.saturating_add(REACHABLE_MS))
+            .filter(|&until| now < until)
+            .unwrap_or(0)
     }
 
     /// Takes the packets waiting for `ip` on `nic`, oldest first.

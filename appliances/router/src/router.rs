@@ -11,8 +11,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use nanovnf_frame::checksum::{
-    complete_partial, finish, fold, ipv4_header, ipv4_header_ok, pseudo_v4, sum, update_partial32,
-    update16, update32,
+    apply_delta, complete_partial, delta16, delta32, finish, fold, ipv4_header, ipv4_header_ok,
+    pseudo_v4, sum, update_partial32, update16, update32,
 };
 use nanovnf_frame::fragment::fragment_ipv4;
 use nanovnf_frame::segment::{segment_tcp4, tcp4_headers};
@@ -24,7 +24,7 @@ use nanovnf_schema::NicConfig;
 use nanovnf_schema::control::{Counter, Op};
 use nanovnf_schema::router::RouterRole;
 
-use crate::conntrack::{self, Dir, InsertError, Key, Table};
+use crate::conntrack::{self, Dir, Hop, InsertError, Key, Table};
 use crate::neigh::{self, Cache, Queued, Resolve};
 use crate::reasm::{self, Reassembler};
 use crate::{ConfigError, DropReason, MAX_NICS, Outcome};
@@ -78,6 +78,8 @@ struct Stats {
     drops: Vec<u64>,
     nics: Vec<NicStats>,
     forwarded: u64,
+    /// Forwarded by the established-flow shortcut (counted in `forwarded` too).
+    shortcut: u64,
     local: u64,
     arp_requests_sent: u64,
     arp_replies_sent: u64,
@@ -312,6 +314,8 @@ pub struct Router {
     icmp_refill_ms: u64,
     ip_id: u16,
     next_sweep_ms: u64,
+    /// Changes with every floating IP change (see [`Router::generation`]).
+    config_generation: u32,
     stats: Stats,
 }
 
@@ -430,6 +434,7 @@ impl Router {
             icmp_refill_ms: 0,
             ip_id: 0,
             next_sweep_ms: 0,
+            config_generation: 0,
             stats: Stats {
                 drops: vec![0; DropReason::ALL.len()],
                 nics: vec![NicStats::default(); nics.len()],
@@ -504,6 +509,9 @@ impl Router {
             return self.dropped(None, DropReason::UnknownNic);
         }
         self.stats.nics[nic].rx += 1;
+        if let Some(out) = self.shortcut(now_ms, nic, frame, offload, tx) {
+            return out;
+        }
         let out = self.handle_frame(now_ms, nic, frame, offload, tx);
         match out {
             Outcome::Dropped(r) => self.dropped(Some(nic), r),
@@ -517,6 +525,100 @@ impl Router {
             }
             Outcome::Queued => out,
         }
+    }
+
+    /// The established-flow shortcut (Linux's flowtable does the same): a TCP or UDP
+    /// packet of a tracked flow whose direction already took the full path from the same
+    /// NIC, under the same floating IPs and neighbour MACs, is checked only for what
+    /// can differ from packet to packet (its IP header, TTL and size), then rewritten and
+    /// sent where the last one went. Fragments, offload work, ICMP and anything the
+    /// shortcut cannot vouch for take the full path (None).
+    #[inline]
+    fn shortcut(
+        &mut self,
+        now: u64,
+        nic: usize,
+        frame: &mut [u8],
+        offload: &Offload,
+        tx: &mut dyn Transmit,
+    ) -> Option<Outcome> {
+        if offload.gso != GsoKind::None || offload.needs_csum() || frame.len() < L4 + 8 {
+            return None;
+        }
+        if frame[..6] != self.nics[nic].mac || be16(frame, 12) != ETHERTYPE_IPV4 {
+            return None;
+        }
+        // Version 4 without options, not a fragment, TTL left to decrement.
+        let total = usize::from(be16(frame, E + 2));
+        if frame[E] != 0x45 || E + total > frame.len() || be16(frame, E + 6) & 0x3fff != 0 {
+            return None;
+        }
+        let f = &mut frame[..E + total];
+        let proto = f[E + 9];
+        let tcp = match proto {
+            IP_PROTO_TCP if total >= 40 => true,
+            IP_PROTO_UDP if total >= 28 => false,
+            _ => return None,
+        };
+        if f[E + 8] <= 1 || self.ct.is_empty() || !ipv4_header_ok(&f[E..L4]) {
+            return None;
+        }
+        let key = Key {
+            src: be32(f, E + 12),
+            dst: be32(f, E + 16),
+            sport: be16(f, L4),
+            dport: be16(f, L4 + 2),
+            proto,
+        };
+        let (idx, dir) = self.ct.find_live(&key, now)?;
+        let hop = self.ct.hop(idx, dir);
+        let out = usize::from(hop.out_nic);
+        if now >= hop.until_ms
+            || usize::from(hop.in_nic) != nic
+            || hop.generation != self.generation()
+            || total > self.nics.get(out)?.mtu
+        {
+            return None;
+        }
+        let other = if dir == Dir::Orig {
+            Dir::Reply
+        } else {
+            Dir::Orig
+        };
+        let to = self.ct.key(idx, other);
+        self.ct
+            .update(idx, dir, if tcp { f[L4 + 13] } else { 0 }, now);
+        // The reply key reversed: its destination is our source, its source our
+        // destination.
+        put_be32(f, E + 12, to.dst);
+        put_be32(f, E + 16, to.src);
+        put_be16(f, L4, to.dport);
+        put_be16(f, L4 + 2, to.sport);
+        f[E + 8] -= 1;
+        put_be16(f, E + 10, apply_delta(be16(f, E + 10), hop.ip_delta));
+        let at = if tcp { L4 + 16 } else { L4 + 6 };
+        let check = be16(f, at);
+        // A UDP checksum of zero means none; a computed zero is sent as all ones.
+        if tcp || check != 0 {
+            let c = apply_delta(check, hop.l4_delta);
+            put_be16(f, at, if c == 0 && !tcp { 0xffff } else { c });
+        }
+        f[..6].copy_from_slice(&hop.mac);
+        f[6..12].copy_from_slice(&self.nics[out].mac);
+        if self.send(out, offload, f, tx) {
+            self.stats.forwarded += 1;
+            self.stats.shortcut += 1;
+            Some(Outcome::Forwarded { nic: out })
+        } else {
+            Some(self.dropped(Some(nic), DropReason::TxFailed))
+        }
+    }
+
+    /// Changes whenever a forwarding decision cached before may have become wrong: a
+    /// floating IP changed, or a neighbour's MAC (both counters only grow, so their sum
+    /// never repeats a value it left, short of wrapping).
+    fn generation(&self) -> u32 {
+        self.config_generation.wrapping_add(self.neigh.generation)
     }
 
     fn dropped(&mut self, nic: Option<usize>, r: DropReason) -> Outcome {
@@ -961,6 +1063,25 @@ impl Router {
         f[6..12].copy_from_slice(&mac);
         match self.neigh.resolve(out, hop, now) {
             Resolve::Known(m) => {
+                if let (Nat::Tracked { idx, dir, target }, Some(from)) =
+                    (nat, l4.and_then(|l| l.key))
+                {
+                    // The flow's next packets in this direction may take the shortcut.
+                    let addrs = delta32(from.src, target.src) + delta32(from.dst, target.dst);
+                    let ports =
+                        delta16(from.sport, target.sport) + delta16(from.dport, target.dport);
+                    let cached = Hop {
+                        until_ms: self.neigh.reachable_until(out, hop, now),
+                        generation: self.generation(),
+                        // TTL - 1 takes 0x100 off the TTL/protocol word: ~m + m' = 0xfeff.
+                        ip_delta: fold(addrs + 0xfeff),
+                        l4_delta: fold(addrs + ports),
+                        in_nic: in_nic as u8,
+                        out_nic: out as u8,
+                        mac: m,
+                    };
+                    self.ct.set_hop(idx, dir, cached);
+                }
                 f[..6].copy_from_slice(&m);
                 self.emit_outcome(out, f, offload, tx)
             }
@@ -1479,7 +1600,7 @@ impl Router {
             .collect();
         for ((nic, ip), probes) in due {
             if probes >= neigh::MAX_PROBES {
-                self.neigh.map.remove(&(nic, ip));
+                self.neigh.forget(nic, ip);
                 for mut q in self.neigh.take_queued(nic, ip) {
                     self.count_drop(Some(q.in_nic), DropReason::HostUnreachable);
                     let in_mac = q.in_mac;
@@ -1531,6 +1652,7 @@ impl Router {
     /// `FloatingIpUpsert` / `FloatingIpRemove`; other operations are refused.
     pub fn apply(&mut self, op: &Op, now_ms: u64, tx: &mut dyn Transmit) -> Result<(), String> {
         let _ = now_ms;
+        self.config_generation = self.config_generation.wrapping_add(1);
         match op {
             Op::FloatingIpUpsert(fip) => {
                 let floating = u32::from(fip.floating);
@@ -1579,8 +1701,9 @@ impl Router {
             out.push(Counter::new(format!("nic{i}_tx_failed"), n.tx_failed));
         }
         let ct = &self.ct.stats;
-        let fixed: [(&str, u64); 31] = [
+        let fixed: [(&str, u64); 32] = [
             ("forwarded", s.forwarded),
+            ("forwarded_shortcut", s.shortcut),
             ("local", s.local),
             ("conntrack_entries", self.ct.len() as u64),
             ("conntrack_capacity", self.ct.capacity() as u64),

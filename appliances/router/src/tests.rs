@@ -869,6 +869,273 @@ fn snat_tcp_round_trip_with_a_random_port_and_valid_checksums() {
     assert_eq!(tx.one(X)[47], RST);
 }
 
+// ------------------------------------------------------------------- the shortcut
+
+/// A TCP flow from 10.0.0.7:40000 to REMOTE:80 through SNAT, answered and acknowledged
+/// (both directions have taken the full path once); returns the router and the source
+/// port the gateway address uses.
+fn established(mtus: [u16; 3]) -> (Router, Sink, u16) {
+    let mut r = Router::new(&nics(mtus), &role(64), 42).unwrap();
+    let mut tx = Sink::default();
+    for (nic, ip) in [(A, [10, 0, 0, 7]), (B, [10, 0, 1, 9]), (X, GW)] {
+        learn(&mut r, 0, nic, ip, &mut tx);
+    }
+    let mut f = frame(
+        A,
+        &Ip::new([10, 0, 0, 7], REMOTE, 6),
+        &tcp(40000, 80, SYN, b""),
+    );
+    r.handle(1, A, &mut f, &plain(), &mut tx);
+    let port = sport(&tx.one(X));
+    let mut f = frame_from(
+        host_mac(GW),
+        X,
+        &Ip::new(REMOTE, EXT, 6),
+        &tcp(80, port, SYNACK, b""),
+    );
+    r.handle(2, X, &mut f, &plain(), &mut tx);
+    tx.one(A);
+    let mut f = frame(
+        A,
+        &Ip::new([10, 0, 0, 7], REMOTE, 6),
+        &tcp(40000, 80, ACK, b""),
+    );
+    r.handle(3, A, &mut f, &plain(), &mut tx);
+    tx.one(X);
+    (r, tx, port)
+}
+
+/// What the full path makes of `f` when it leaves on `nic` to `mac` with source
+/// `src:sport` and destination `dst:dport`, checksums recomputed from scratch.
+fn rewritten(
+    f: &[u8],
+    nic: usize,
+    mac: [u8; 6],
+    (src, sport): ([u8; 4], u16),
+    (dst, dport): ([u8; 4], u16),
+) -> Vec<u8> {
+    let mut e = f.to_vec();
+    e[..6].copy_from_slice(&mac);
+    e[6..12].copy_from_slice(&router_mac(nic));
+    e[22] -= 1;
+    e[26..30].copy_from_slice(&src);
+    e[30..34].copy_from_slice(&dst);
+    e[34..36].copy_from_slice(&sport.to_be_bytes());
+    e[36..38].copy_from_slice(&dport.to_be_bytes());
+    set_l4_checksum(&mut e);
+    set_ip_checksum(&mut e);
+    e
+}
+
+#[test]
+fn established_flows_take_the_shortcut_and_leave_as_the_full_path_sends_them() {
+    let (mut r, mut tx, port) = established([1500; 3]);
+    assert_eq!(
+        counter(&r, "forwarded_shortcut"),
+        0,
+        "first packets go the full way"
+    );
+    let mut shortcut = 0;
+    // Payloads of odd and even lengths, flags, and bytes that exercise the checksum's
+    // carries, both ways.
+    for (i, len) in [0usize, 1, 2, 7, 100, 1001, 1460].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..len).map(|j| (j * 37 + i * 101) as u8 | 0x80).collect();
+        let flags = if i % 2 == 0 { ACK } else { ACK | 0x08 };
+        let f = frame(
+            A,
+            &Ip::new([10, 0, 0, 7], REMOTE, 6),
+            &tcp(40000, 80, flags, &payload),
+        );
+        let mut g = f.clone();
+        assert_eq!(
+            r.handle(10, A, &mut g, &plain(), &mut tx),
+            Outcome::Forwarded { nic: X }
+        );
+        let out = tx.one(X);
+        let want = rewritten(&f, X, host_mac(GW), (EXT, port), (REMOTE, 80));
+        assert!(ip_ok(&out) && l4_ok(&out), "checksums of {len} bytes out");
+        assert_eq!(out[..24], want[..24]);
+        assert_eq!(out[26..50], want[26..50]);
+        assert_eq!(out[52..], want[52..]);
+        let f = frame_from(
+            host_mac(GW),
+            X,
+            &Ip::new(REMOTE, EXT, 6),
+            &tcp(80, port, flags, &payload),
+        );
+        let mut g = f.clone();
+        assert_eq!(
+            r.handle(11, X, &mut g, &plain(), &mut tx),
+            Outcome::Forwarded { nic: A }
+        );
+        let back = tx.one(A);
+        let want = rewritten(
+            &f,
+            A,
+            host_mac([10, 0, 0, 7]),
+            (REMOTE, 80),
+            ([10, 0, 0, 7], 40000),
+        );
+        assert!(
+            ip_ok(&back) && l4_ok(&back),
+            "checksums of {len} bytes back"
+        );
+        assert_eq!(back[..24], want[..24]);
+        assert_eq!(back[26..50], want[26..50]);
+        assert_eq!(back[52..], want[52..]);
+        shortcut += 2;
+        assert_eq!(counter(&r, "forwarded_shortcut"), shortcut);
+    }
+    assert_eq!(counter(&r, "conntrack_entries"), 1);
+}
+
+#[test]
+fn udp_through_the_shortcut_keeps_a_zero_checksum_zero() {
+    let (mut r, mut tx) = learned();
+    let client = [10, 0, 0, 7];
+    let mut f = frame(A, &Ip::new(client, REMOTE, 17), &udp(5353, 53, b"q"));
+    r.handle(1, A, &mut f, &plain(), &mut tx);
+    let port = sport(&tx.one(X));
+    let mut f = frame_from(
+        host_mac(GW),
+        X,
+        &Ip::new(REMOTE, EXT, 17),
+        &udp(53, port, b"a"),
+    );
+    r.handle(2, X, &mut f, &plain(), &mut tx);
+    tx.one(A);
+    let mut f = frame(A, &Ip::new(client, REMOTE, 17), &udp(5353, 53, b"q2"));
+    r.handle(3, A, &mut f, &plain(), &mut tx);
+    tx.one(X);
+    let before = counter(&r, "forwarded_shortcut");
+    // With a checksum, and without one (zero: none).
+    let mut f = frame(A, &Ip::new(client, REMOTE, 17), &udp(5353, 53, b"with"));
+    r.handle(4, A, &mut f, &plain(), &mut tx);
+    let out = tx.one(X);
+    assert!(ip_ok(&out) && l4_ok(&out) && out[40..42] != [0, 0]);
+    let mut f = frame(A, &Ip::new(client, REMOTE, 17), &udp(5353, 53, b"none"));
+    f[40..42].fill(0);
+    r.handle(5, A, &mut f, &plain(), &mut tx);
+    let out = tx.one(X);
+    assert_eq!(out[40..42], [0, 0]);
+    assert!(ip_ok(&out));
+    assert_eq!((src(&out), sport(&out)), (EXT, port));
+    assert_eq!(counter(&r, "forwarded_shortcut"), before + 2);
+}
+
+#[test]
+fn the_shortcut_leaves_ttl_expiry_and_mtu_to_the_full_path() {
+    let (mut r, mut tx, _) = established([1500, 1500, 1400]);
+    let client = [10, 0, 0, 7];
+    let shortcut = counter(&r, "forwarded_shortcut");
+    let mut ip = Ip::new(client, REMOTE, 6);
+    ip.ttl = 1;
+    let mut f = frame(A, &ip, &tcp(40000, 80, ACK, b"x"));
+    assert_eq!(
+        r.handle(10, A, &mut f, &plain(), &mut tx),
+        Outcome::Dropped(DropReason::TtlExpired)
+    );
+    assert_eq!(tx.one(A)[34], 11, "time exceeded");
+    let mut ip = Ip::new(client, REMOTE, 6);
+    ip.df = true;
+    let mut f = frame(A, &ip, &tcp(40000, 80, ACK, &[7; 1400]));
+    assert_eq!(
+        r.handle(11, A, &mut f, &plain(), &mut tx),
+        Outcome::Dropped(DropReason::FragNeeded)
+    );
+    let e = tx.one(A);
+    assert_eq!((e[34], e[35], be16(&e, 40)), (3, 4, 1400));
+    let mut f = frame(
+        A,
+        &Ip::new(client, REMOTE, 6),
+        &tcp(40000, 80, ACK, &[7; 1400]),
+    );
+    assert_eq!(
+        r.handle(12, A, &mut f, &plain(), &mut tx),
+        Outcome::Forwarded { nic: X }
+    );
+    assert_eq!(tx.take().len(), 2, "fragmented");
+    assert_eq!(counter(&r, "forwarded_shortcut"), shortcut);
+}
+
+#[test]
+fn what_the_shortcut_cannot_vouch_for_takes_the_full_path() {
+    let (mut r, mut tx, port) = established([1500; 3]);
+    let client = [10, 0, 0, 7];
+    // A corrupt IP header on an established flow.
+    let mut f = frame(A, &Ip::new(client, REMOTE, 6), &tcp(40000, 80, ACK, b"x"));
+    f[24] ^= 0xff;
+    assert_eq!(
+        r.handle(10, A, &mut f, &plain(), &mut tx),
+        Outcome::Dropped(DropReason::BadIpChecksum)
+    );
+    // The flow's tuple arriving from the other tenant network: spoofed there.
+    let mut f = frame(B, &Ip::new(client, REMOTE, 6), &tcp(40000, 80, ACK, b"x"));
+    assert_eq!(
+        r.handle(11, B, &mut f, &plain(), &mut tx),
+        Outcome::Dropped(DropReason::Spoofed)
+    );
+    // The gateway moved to another MAC: the flow follows at once.
+    let moved = [0x52, 0x54, 0, 0, 0, 0x99];
+    let mut a = arp(1, moved, GW, [0; 6], EXT, [0xff; 6]);
+    r.handle(12, X, &mut a, &plain(), &mut tx);
+    tx.take();
+    let mut f = frame(A, &Ip::new(client, REMOTE, 6), &tcp(40000, 80, ACK, b"x"));
+    assert_eq!(
+        r.handle(13, A, &mut f, &plain(), &mut tx),
+        Outcome::Forwarded { nic: X }
+    );
+    assert_eq!(tx.one(X)[..6], moved);
+    // Once the gateway's entry is stale, the flow's packets probe it again.
+    let later = 13 + crate::neigh::REACHABLE_MS;
+    let mut f = frame(A, &Ip::new(client, REMOTE, 6), &tcp(40000, 80, ACK, b"x"));
+    assert_eq!(
+        r.handle(later, A, &mut f, &plain(), &mut tx),
+        Outcome::Forwarded { nic: X }
+    );
+    let sent = tx.take();
+    assert!(
+        sent.iter()
+            .any(|(n, _, f)| *n == X && f[12..14] == [8, 6] && f[38..42] == GW),
+        "an ARP probe for the gateway"
+    );
+    assert!(sent.iter().any(|(n, _, f)| *n == X && sport(f) == port));
+}
+
+#[test]
+fn a_re_pointed_floating_ip_moves_flows_the_shortcut_knew() {
+    let (mut r, mut tx) = learned();
+    let inbound = |flags: u8| {
+        frame_from(
+            host_mac(GW),
+            X,
+            &Ip::new(REMOTE, FIP, 6),
+            &tcp(50000, 22, flags, b""),
+        )
+    };
+    r.handle(1, X, &mut inbound(SYN), &plain(), &mut tx);
+    let mut f = frame(A, &Ip::new(FIXED, REMOTE, 6), &tcp(22, 50000, SYNACK, b""));
+    r.handle(2, A, &mut f, &plain(), &mut tx);
+    r.handle(3, X, &mut inbound(ACK), &plain(), &mut tx);
+    let mut f = frame(A, &Ip::new(FIXED, REMOTE, 6), &tcp(22, 50000, ACK, b""));
+    r.handle(4, A, &mut f, &plain(), &mut tx);
+    tx.take();
+    r.handle(5, X, &mut inbound(ACK), &plain(), &mut tx);
+    assert_eq!(dst(&tx.one(A)), FIXED);
+    // The answer's second packet and this one.
+    assert_eq!(counter(&r, "forwarded_shortcut"), 2);
+    let op = Op::FloatingIpUpsert(FloatingIp {
+        floating: ip4(FIP),
+        fixed: ip4(FIXED2),
+    });
+    r.apply(&op, 6, &mut tx).unwrap();
+    tx.take();
+    r.handle(7, X, &mut inbound(ACK), &plain(), &mut tx);
+    let out = tx.one(A);
+    assert_eq!((dst(&out), &out[..6]), (FIXED2, &host_mac(FIXED2)[..]));
+    assert_eq!(counter(&r, "forwarded_shortcut"), 2);
+}
+
 #[test]
 fn snat_udp_and_icmp_echo_round_trips() {
     let (mut r, mut tx) = learned();
