@@ -28,14 +28,29 @@ pub fn sleep_for(now_ns: u64, deadline_ns: u64) -> Option<u64> {
     deadline_ns.checked_sub(now_ns).filter(|&d| d > 0)
 }
 
+/// Whether the deadline timer must be programmed for `deadline_ns` when it is already
+/// armed for `armed_ns` (and has not fired): only to wake earlier. A timer armed for an
+/// earlier time fires, the loop polls and arms it again; programming it costs a trap to
+/// the hypervisor (under TCG, QEMU's main loop is woken for each), so a forwarder that
+/// halts thousands of times a second between frames leaves it alone.
+pub fn needs_arming(armed_ns: Option<u64>, deadline_ns: u64) -> bool {
+    armed_ns.is_none_or(|a| a > deadline_ns)
+}
+
 #[cfg(target_os = "none")]
 pub fn run(app: &mut impl Appliance) -> ! {
     use crate::arch::{interrupts, timer};
     use x86_64::instructions::interrupts as cpu;
 
     interrupts::unmask(0);
+    // The deadline the timer is armed for, until it fires (IRQ 0).
+    let mut armed: Option<u64> = None;
     loop {
-        let irqs = interrupts::take_pending() & !1;
+        let pending = interrupts::take_pending();
+        if pending & 1 != 0 {
+            armed = None;
+        }
+        let irqs = pending & !1;
         if irqs != 0 {
             app.acknowledge(irqs);
             for irq in 0..16u8 {
@@ -62,7 +77,12 @@ pub fn run(app: &mut impl Appliance) -> ! {
         }
         if let Some(deadline) = poll.deadline_ns {
             match sleep_for(timer::now_ns(), deadline) {
-                Some(ns) => timer::arm_oneshot(ns),
+                Some(ns) => {
+                    if needs_arming(armed, deadline) {
+                        timer::arm_oneshot(ns);
+                        armed = Some(deadline);
+                    }
+                }
                 None => {
                     app.woke();
                     cpu::enable();
@@ -86,5 +106,13 @@ mod tests {
         assert_eq!(sleep_for(100, 50), None);
         assert_eq!(sleep_for(100, 100), None);
         assert_eq!(sleep_for(100, 150), Some(50));
+    }
+
+    #[test]
+    fn the_timer_is_programmed_only_to_wake_earlier() {
+        assert!(needs_arming(None, 500));
+        assert!(!needs_arming(Some(500), 500));
+        assert!(!needs_arming(Some(400), 500));
+        assert!(needs_arming(Some(600), 500));
     }
 }

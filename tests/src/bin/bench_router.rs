@@ -133,6 +133,8 @@ fn run() -> anyhow::Result<bool> {
             }
         }
     }
+    // Built before any clock runs: a case's "ready" is its boot, not a compile.
+    nanovnf_tests::appliance::image("router")?;
     let mut rows = Vec::new();
     for case in &cases {
         let name = format!(
