@@ -178,7 +178,12 @@ pub fn iperf3_median(
     for _ in 0..runs.max(1) {
         all.push(iperf3(world, server_ns, client_ns, server, client_args)?);
     }
-    let udp = client_args.contains(&"-u");
+    Ok(median_run(all, client_args.contains(&"-u")))
+}
+
+/// The median of `runs` by their headline figure (TCP bits/s, or UDP packets/s when
+/// `udp`), with the range beside it when there are several.
+pub fn median_run(mut runs: Vec<Iperf>, udp: bool) -> Iperf {
     let headline = |i: &Iperf| {
         if udp {
             i.packets_per_second
@@ -186,12 +191,29 @@ pub fn iperf3_median(
             i.bits_per_second
         }
     };
-    all.sort_by(|a, b| headline(a).total_cmp(&headline(b)));
-    let mut median = all[all.len() / 2];
-    if all.len() > 1 {
-        median.range = Some((headline(&all[0]), headline(&all[all.len() - 1])));
+    runs.sort_by(|a, b| headline(a).total_cmp(&headline(b)));
+    let mut median = runs[runs.len() / 2];
+    if runs.len() > 1 {
+        median.range = Some((headline(&runs[0]), headline(&runs[runs.len() - 1])));
     }
-    Ok(median)
+    median
+}
+
+/// A table cell for ratios (`0.87` as `87%`): the median, and the range when there are
+/// several; `–` for none.
+pub fn ratio_cell(ratios: &[f64]) -> String {
+    let mut r = ratios.to_vec();
+    r.sort_by(f64::total_cmp);
+    match r.as_slice() {
+        [] => "–".into(),
+        [one] => format!("{:.0}%", one * 100.0),
+        all => format!(
+            "{:.0}% ({:.0}–{:.0}%)",
+            all[all.len() / 2] * 100.0,
+            all[0] * 100.0,
+            all[all.len() - 1] * 100.0
+        ),
+    }
 }
 
 /// Runs `iperf3 -s` in `server_ns`, then the client in `client_ns` against `server`

@@ -8,7 +8,11 @@
 //! (`--receive thread,inline`): with the tenant and outside namespaces receiving in their own
 //! NAPI threads, as separate hosts do, and with Linux's veth default, where the receiving
 //! namespace's whole stack runs inside the thread that wrote the frame (for the appliances,
-//! QEMU's one I/O thread). One table; `--json PATH|-`.
+//! QEMU's one I/O thread). `--repeat N` measures in N rounds, each running every case
+//! once in turn, so that a slow phase of this machine hits all cases alike: the table
+//! shows each case's median over the rounds, and a second table each appliance's ratio to
+//! the wire and to the namespace router, taken round by round (paired) and then the
+//! median. `--json PATH|-`.
 //!
 //! ```text
 //! cargo run --release -p nanovnf-tests --bin bench-router -- \
@@ -28,7 +32,7 @@ use nanovnf_schema::router::{DEFAULT_CONNTRACK_CAPACITY, FloatingIp, RouterRole}
 use nanovnf_schema::{BootConfig, Ipv4Cidr, LogLevel, NicConfig, Role};
 use nanovnf_tests::appliance::appliance_mac;
 use nanovnf_tests::bench;
-use nanovnf_tests::forward::{self, Iperf, Receive, boot_forwarder, iperf3_median, wire_config};
+use nanovnf_tests::forward::{self, Iperf, Receive, boot_forwarder, wire_config};
 use nanovnf_tests::{World, process_cpu_time};
 use serde_json::{Value, json};
 
@@ -135,39 +139,38 @@ fn run() -> anyhow::Result<bool> {
     }
     // Built before any clock runs: a case's "ready" is its boot, not a compile.
     nanovnf_tests::appliance::image("router")?;
-    let mut rows = Vec::new();
-    for case in &cases {
-        let name = format!(
-            "{}{} offloads {}{}",
-            case.target,
-            match case.accel {
-                Some(Accel::Kvm) => " KVM",
-                Some(_) => " TCG",
-                None => "",
-            },
-            if case.offloads { "on" } else { "off" },
-            if case.offloads {
-                String::new()
-            } else {
-                format!(", {}", case.receive.label())
-            }
-        );
-        eprintln!("bench-router: {name} ...");
-        let row = measure(case, seconds, repeat).unwrap_or_else(|e| Row {
-            case: name.clone(),
-            tcp: Err(anyhow::anyhow!("{e:#}")),
-            udp: Err(anyhow::anyhow!("setup failed")),
-            qemu_cpu: None,
-            ready_ms: None,
-        });
-        rows.push(Row { case: name, ..row });
+    let names: Vec<String> = cases.iter().map(case_name).collect();
+    // runs[case][round]
+    let mut runs: Vec<Vec<Row>> = cases.iter().map(|_| Vec::new()).collect();
+    for round in 1..=repeat {
+        for (i, case) in cases.iter().enumerate() {
+            eprintln!("bench-router: round {round}/{repeat}: {} ...", names[i]);
+            let row = measure(case, seconds).unwrap_or_else(|e| Row {
+                case: names[i].clone(),
+                tcp: Err(anyhow::anyhow!("{e:#}")),
+                udp: Err(anyhow::anyhow!("setup failed")),
+                qemu_cpu: None,
+                ready_ms: None,
+            });
+            runs[i].push(row);
+        }
     }
+    let ratios = ratios(&cases, &names, &runs);
+    let rows: Vec<Row> = runs
+        .into_iter()
+        .zip(&names)
+        .map(|(r, name)| summarize(name, r))
+        .collect();
     print_table(&rows);
+    print_ratios(&ratios);
     if let Some(path) = json_path {
         let report = json!({
             "seconds": seconds,
-            "repeat": repeat,
+            "rounds": repeat,
             "rows": rows.iter().map(row_json).collect::<Vec<Value>>(),
+            "ratios": ratios.iter().map(|r| json!({
+                "case": r.case, "tcp_vs_wire": r.tcp_vs_wire, "udp_vs_wire": r.udp_vs_wire,
+                "tcp_vs_linux_ns": r.tcp_vs_linux})).collect::<Vec<Value>>(),
         });
         if path == "-" {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -181,6 +184,127 @@ fn run() -> anyhow::Result<bool> {
 fn row_json(r: &Row) -> Value {
     json!({"case": r.case, "tcp": forward::iperf_json(&r.tcp), "udp_64": forward::iperf_json(&r.udp),
            "qemu_cpu_per_second": r.qemu_cpu, "ready_ms": r.ready_ms})
+}
+
+fn case_name(case: &Case) -> String {
+    format!(
+        "{}{} offloads {}{}",
+        case.target,
+        match case.accel {
+            Some(Accel::Kvm) => " KVM",
+            Some(_) => " TCG",
+            None => "",
+        },
+        if case.offloads { "on" } else { "off" },
+        if case.offloads {
+            String::new()
+        } else {
+            format!(", {}", case.receive.label())
+        }
+    )
+}
+
+/// One case over its rounds: the median run (range beside it); a failed round fails it.
+fn summarize(name: &str, rounds: Vec<Row>) -> Row {
+    let mut tcp = Ok(Vec::new());
+    let mut udp = Ok(Vec::new());
+    let (mut cpu, mut ready) = (Vec::new(), Vec::new());
+    for r in rounds {
+        for (all, run) in [(&mut tcp, r.tcp), (&mut udp, r.udp)] {
+            match (all.as_mut(), run) {
+                (Ok(v), Ok(i)) => v.push(i),
+                (Ok(_), Err(e)) => *all = Err(e),
+                (Err(_), _) => {}
+            }
+        }
+        cpu.extend(r.qemu_cpu);
+        ready.extend(r.ready_ms);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    Row {
+        case: name.to_owned(),
+        tcp: tcp.map(|v| forward::median_run(v, false)),
+        udp: udp.map(|v| forward::median_run(v, true)),
+        qemu_cpu: median(cpu),
+        ready_ms: median(ready),
+    }
+}
+
+/// An appliance's figures over its partners' of the same round.
+struct Ratio {
+    case: String,
+    tcp_vs_wire: Vec<f64>,
+    udp_vs_wire: Vec<f64>,
+    tcp_vs_linux: Vec<f64>,
+}
+
+/// For every router case: its TCP and UDP figures over the wire's with the same
+/// accelerator, offloads and receive mode, and its TCP over the namespace router's with
+/// the same offloads and receive mode, round by round.
+fn ratios(cases: &[Case], names: &[String], runs: &[Vec<Row>]) -> Vec<Ratio> {
+    let partner = |c: &Case, target: &str| {
+        cases.iter().position(|p| {
+            p.target == target
+                && p.offloads == c.offloads
+                && p.receive == c.receive
+                && (target == "linux-ns" || p.accel == c.accel)
+        })
+    };
+    let paired = |a: usize, b: Option<usize>, udp: bool| -> Vec<f64> {
+        let figure = |r: &Row| {
+            let run = if udp { &r.udp } else { &r.tcp };
+            run.as_ref().ok().map(|i| {
+                if udp {
+                    i.packets_per_second
+                } else {
+                    i.bits_per_second
+                }
+            })
+        };
+        let Some(b) = b else { return Vec::new() };
+        runs[a]
+            .iter()
+            .zip(&runs[b])
+            .filter_map(|(x, y)| Some((figure(x)?, figure(y)?)))
+            .filter(|&(_, y)| y > 0.0)
+            .map(|(x, y)| x / y)
+            .collect()
+    };
+    cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.target.starts_with("router"))
+        .map(|(i, c)| Ratio {
+            case: names[i].clone(),
+            tcp_vs_wire: paired(i, partner(c, "wire"), false),
+            udp_vs_wire: paired(i, partner(c, "wire"), true),
+            tcp_vs_linux: paired(i, partner(c, "linux-ns"), false),
+        })
+        .collect()
+}
+
+fn print_ratios(ratios: &[Ratio]) {
+    if ratios.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| {:<46} | {:>20} | {:>20} | {:>20} |",
+        "appliance, paired by round", "TCP / wire", "UDP / wire", "TCP / linux-ns"
+    );
+    println!("|{:-<48}|{:->22}|{:->22}|{:->22}|", "", "", "", "");
+    for r in ratios {
+        println!(
+            "| {:<46} | {:>20} | {:>20} | {:>20} |",
+            r.case,
+            forward::ratio_cell(&r.tcp_vs_wire),
+            forward::ratio_cell(&r.udp_vs_wire),
+            forward::ratio_cell(&r.tcp_vs_linux)
+        );
+    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -217,7 +341,7 @@ fn cidr(a: Ipv4Addr, len: u8) -> Ipv4Cidr {
     Ipv4Cidr::new(a, len)
 }
 
-fn measure(case: &Case, seconds: usize, repeat: usize) -> anyhow::Result<Row> {
+fn measure(case: &Case, seconds: usize) -> anyhow::Result<Row> {
     let mut world = World::new(&format!("brt_{}", case.target.replace('-', "_")))?;
     let left = world.add_bridge("bl", 1500)?;
     let right = world.add_bridge("br", 1500)?;
@@ -361,14 +485,7 @@ fn measure(case: &Case, seconds: usize, repeat: usize) -> anyhow::Result<Row> {
     let secs = seconds.to_string();
     let cpu_before = vm.as_ref().and_then(|v| process_cpu_time(v.pid()));
     let t0 = Instant::now();
-    let tcp = iperf3_median(
-        &mut world,
-        &server_ns,
-        &client_ns,
-        server,
-        &["-t", &secs],
-        repeat,
-    );
+    let tcp = forward::iperf3(&mut world, &server_ns, &client_ns, server, &["-t", &secs]);
     let qemu_cpu = match (
         vm.as_ref().and_then(|v| process_cpu_time(v.pid())),
         cpu_before,
@@ -378,13 +495,12 @@ fn measure(case: &Case, seconds: usize, repeat: usize) -> anyhow::Result<Row> {
         }
         _ => None,
     };
-    let udp = iperf3_median(
+    let udp = forward::iperf3(
         &mut world,
         &server_ns,
         &client_ns,
         server,
         &["-u", "-l", "64", "-b", "0", "-t", &secs],
-        repeat,
     )
     .context("UDP");
     if let (Some(vm), Err(_)) = (&vm, &tcp) {
