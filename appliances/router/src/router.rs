@@ -550,7 +550,11 @@ impl Router {
         }
         // Version 4 without options, not a fragment, TTL left to decrement.
         let total = usize::from(be16(frame, E + 2));
-        if frame[E] != 0x45 || E + total > frame.len() || be16(frame, E + 6) & 0x3fff != 0 {
+        if frame[E] != 0x45
+            || total < 28
+            || E + total > frame.len()
+            || be16(frame, E + 6) & 0x3fff != 0
+        {
             return None;
         }
         let f = &mut frame[..E + total];

@@ -1102,6 +1102,27 @@ fn what_the_shortcut_cannot_vouch_for_takes_the_full_path() {
     assert!(sent.iter().any(|(n, _, f)| *n == X && sport(f) == port));
 }
 
+/// Found by the fuzzer: the shortcut cut the frame at a total length too short to hold
+/// the protocol byte.
+#[test]
+fn a_total_length_shorter_than_a_header_is_dropped() {
+    let (mut r, mut tx, _) = established([1500; 3]);
+    for total in [0u16, 5, 9, 10, 19, 27] {
+        let mut f = frame(
+            A,
+            &Ip::new([10, 0, 0, 7], REMOTE, 6),
+            &tcp(40000, 80, ACK, b"x"),
+        );
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        set_ip_checksum(&mut f);
+        assert!(matches!(
+            r.handle(10, A, &mut f, &plain(), &mut tx),
+            Outcome::Dropped(_)
+        ));
+    }
+    assert!(tx.take().is_empty());
+}
+
 #[test]
 fn a_re_pointed_floating_ip_moves_flows_the_shortcut_knew() {
     let (mut r, mut tx) = learned();
