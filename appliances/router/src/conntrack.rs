@@ -40,6 +40,15 @@ pub enum Dir {
     Reply = 1,
 }
 
+impl Dir {
+    pub fn other(self) -> Dir {
+        match self {
+            Dir::Orig => Dir::Reply,
+            Dir::Reply => Dir::Orig,
+        }
+    }
+}
+
 /// TCP's tracked state (a simplification of Linux's `nf_conntrack_proto_tcp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpState {

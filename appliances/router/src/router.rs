@@ -584,11 +584,7 @@ impl Router {
         {
             return None;
         }
-        let other = if dir == Dir::Orig {
-            Dir::Reply
-        } else {
-            Dir::Orig
-        };
+        let other = dir.other();
         let to = self.ct.key(idx, other);
         self.ct
             .update(idx, dir, if tcp { f[L4 + 13] } else { 0 }, now);
@@ -917,11 +913,7 @@ impl Router {
             } else if let Some(key) = l4.key
                 && let Some((idx, dir)) = self.ct.lookup(&key, now)
             {
-                let other = if dir == Dir::Orig {
-                    Dir::Reply
-                } else {
-                    Dir::Orig
-                };
+                let other = dir.other();
                 let target = self.ct.key(idx, other).reversed();
                 let nat = Nat::Tracked { idx, dir, target };
                 return self.forward(now, nic, f, offload, Some(l4), nat, tx);
@@ -1515,11 +1507,7 @@ impl Router {
         let (inner, ihl) = self.inner_key(f)?;
         let seen = inner.reversed();
         let (idx, dir) = self.ct.lookup(&seen, now)?;
-        let other = if dir == Dir::Orig {
-            Dir::Reply
-        } else {
-            Dir::Orig
-        };
+        let other = dir.other();
         let t = self.ct.key(idx, other).reversed();
         let new_inner = t.reversed();
         let q = L4 + 8;
