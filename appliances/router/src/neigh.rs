@@ -49,8 +49,9 @@ pub struct Queued {
 /// What a lookup tells the sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolve {
-    /// Send to this MAC.
-    Known([u8; 6]),
+    /// Send to this MAC; it needs no probe before `fresh_until` (0: it is stale, and
+    /// probed meanwhile).
+    Known { mac: [u8; 6], fresh_until: u64 },
     /// Send to this MAC and probe it (ARP request to this address) now.
     KnownProbe([u8; 6]),
     /// Queue; send an ARP request now (`true`) or wait for the pending one.
@@ -76,7 +77,10 @@ impl Cache {
             return match n.state {
                 State::Incomplete => Resolve::Unknown(false),
                 State::Reachable if now < n.confirmed_ms.saturating_add(REACHABLE_MS) => {
-                    Resolve::Known(n.mac)
+                    Resolve::Known {
+                        mac: n.mac,
+                        fresh_until: n.confirmed_ms.saturating_add(REACHABLE_MS),
+                    }
                 }
                 State::Reachable if n.probes >= MAX_PROBES && now >= n.next_ms => {
                     // Probed in vain: resolve from scratch.
@@ -91,7 +95,10 @@ impl Cache {
                     n.next_ms = now.saturating_add(RETRY_MS);
                     Resolve::KnownProbe(n.mac)
                 }
-                State::Reachable => Resolve::Known(n.mac),
+                State::Reachable => Resolve::Known {
+                    mac: n.mac,
+                    fresh_until: 0,
+                },
             };
         }
         if self.map.len() >= CAPACITY && !self.evict_one() {
@@ -163,16 +170,6 @@ impl Cache {
         if self.map.remove(&(nic, ip)).is_some() {
             self.generation = self.generation.wrapping_add(1);
         }
-    }
-
-    /// Until when `ip` on `nic` stays reachable without a probe (0 when it is not now).
-    pub fn reachable_until(&self, nic: usize, ip: u32, now: u64) -> u64 {
-        self.map
-            .get(&(nic, ip))
-            .filter(|n| n.state == State::Reachable)
-            .map(|n| n.confirmed_ms.saturating_add(REACHABLE_MS))
-            .filter(|&until| now < until)
-            .unwrap_or(0)
     }
 
     /// Takes the packets waiting for `ip` on `nic`, oldest first.

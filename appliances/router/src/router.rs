@@ -1058,7 +1058,10 @@ impl Router {
         let mac = self.nics[out].mac;
         f[6..12].copy_from_slice(&mac);
         match self.neigh.resolve(out, hop, now) {
-            Resolve::Known(m) => {
+            Resolve::Known {
+                mac: m,
+                fresh_until,
+            } => {
                 if let (Nat::Tracked { idx, dir, target }, Some(from)) =
                     (nat, l4.and_then(|l| l.key))
                 {
@@ -1067,7 +1070,7 @@ impl Router {
                     let ports =
                         delta16(from.sport, target.sport) + delta16(from.dport, target.dport);
                     let cached = Hop {
-                        until_ms: self.neigh.reachable_until(out, hop, now),
+                        until_ms: fresh_until,
                         generation: self.generation(),
                         // TTL - 1 takes 0x100 off the TTL/protocol word: ~m + m' = 0xfeff.
                         ip_delta: fold(addrs + 0xfeff),
