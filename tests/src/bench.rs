@@ -135,6 +135,20 @@ pub fn targets(value: &str, known: &[&str]) -> anyhow::Result<Vec<String>> {
     Ok(targets)
 }
 
+/// A comma-separated list of `flag`'s values, each one of `known` (name, value).
+pub fn choices<T: Copy>(flag: &str, value: &str, known: &[(&str, T)]) -> anyhow::Result<Vec<T>> {
+    value
+        .split(',')
+        .map(|v| match known.iter().find(|(name, _)| *name == v) {
+            Some(&(_, t)) => Ok(t),
+            None => {
+                let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                anyhow::bail!("{flag} {v:?}: {}", names.join(" or "))
+            }
+        })
+        .collect()
+}
+
 /// Writes `report` as pretty JSON to `path`, creating its directory.
 pub fn write_json(path: &std::path::Path, report: &Value) -> anyhow::Result<()> {
     use anyhow::Context;

@@ -2,7 +2,7 @@
 //! several NICs, and iperf3 between two namespaces of a [`World`], read from its JSON.
 
 use crate::appliance::{self, READY_TIMEOUT, appliance_mac};
-use crate::{Instance, World};
+use crate::{Instance, World, bench};
 use anyhow::{Context, bail};
 use nanovnf_qemu::{Accel, Nic, Vm};
 use nanovnf_schema::{BootConfig, LogLevel, NicConfig, Role};
@@ -66,14 +66,11 @@ pub fn wire_config(world: &World, name: &str, mtu: u16) -> BootConfig {
 
 /// `--accel tcg,kvm` of the forwarding benchmarks.
 pub fn accels(value: &str) -> anyhow::Result<Vec<Accel>> {
-    value
-        .split(',')
-        .map(|a| match a {
-            "tcg" => Ok(Accel::Tcg),
-            "kvm" => Ok(Accel::Kvm),
-            _ => bail!("--accel {a:?}: tcg or kvm"),
-        })
-        .collect()
+    bench::choices(
+        "--accel",
+        value,
+        &[("tcg", Accel::Tcg), ("kvm", Accel::Kvm)],
+    )
 }
 
 /// Where a forwarding benchmark's instances run their receive path (`--receive`).
@@ -107,14 +104,11 @@ impl Receive {
 
 /// `--receive thread,inline` of the forwarding benchmarks.
 pub fn receives(value: &str) -> anyhow::Result<Vec<Receive>> {
-    value
-        .split(',')
-        .map(|r| match r {
-            "thread" => Ok(Receive::Thread),
-            "inline" => Ok(Receive::Inline),
-            _ => bail!("--receive {r:?}: thread or inline"),
-        })
-        .collect()
+    bench::choices(
+        "--receive",
+        value,
+        &[("thread", Receive::Thread), ("inline", Receive::Inline)],
+    )
 }
 
 /// An iperf3 result (or its failure) for a benchmark's JSON report.
@@ -163,6 +157,17 @@ pub struct Iperf {
     pub range: Option<(f64, f64)>,
 }
 
+impl Iperf {
+    /// The figure a run is judged by: UDP packets/s when `udp`, else TCP bits/s.
+    pub fn headline(&self, udp: bool) -> f64 {
+        if udp {
+            self.packets_per_second
+        } else {
+            self.bits_per_second
+        }
+    }
+}
+
 /// [`iperf3`] `runs` times on the same setup: the median run by its headline figure (TCP
 /// bits/s, UDP packets/s), with the range beside it. This machine's figures swing from
 /// run to run (2 cores shared by QEMU, iperf3 and the kernel); one run is an anecdote.
@@ -184,17 +189,10 @@ pub fn iperf3_median(
 /// The median of `runs` by their headline figure (TCP bits/s, or UDP packets/s when
 /// `udp`), with the range beside it when there are several.
 pub fn median_run(mut runs: Vec<Iperf>, udp: bool) -> Iperf {
-    let headline = |i: &Iperf| {
-        if udp {
-            i.packets_per_second
-        } else {
-            i.bits_per_second
-        }
-    };
-    runs.sort_by(|a, b| headline(a).total_cmp(&headline(b)));
+    runs.sort_by(|a, b| a.headline(udp).total_cmp(&b.headline(udp)));
     let mut median = runs[runs.len() / 2];
     if runs.len() > 1 {
-        median.range = Some((headline(&runs[0]), headline(&runs[runs.len() - 1])));
+        median.range = Some((runs[0].headline(udp), runs[runs.len() - 1].headline(udp)));
     }
     median
 }

@@ -92,14 +92,7 @@ fn run() -> anyhow::Result<bool> {
             "--targets" => targets = bench::targets(&value, KNOWN_TARGETS)?,
             "--accel" => accels = forward::accels(&value)?,
             "--offloads" => {
-                offloads = value
-                    .split(',')
-                    .map(|o| match o {
-                        "on" => Ok(true),
-                        "off" => Ok(false),
-                        _ => bail!("--offloads {o:?}: on or off"),
-                    })
-                    .collect::<anyhow::Result<_>>()?
+                offloads = bench::choices(&flag, &value, &[("on", true), ("off", false)])?
             }
             "--seconds" => seconds = bench::positive(&flag, &value)?,
             "--repeat" => repeat = bench::positive(&flag, &value)?,
@@ -256,13 +249,7 @@ fn ratios(cases: &[Case], names: &[String], runs: &[Vec<Row>]) -> Vec<Ratio> {
     let paired = |a: usize, b: Option<usize>, udp: bool| -> Vec<f64> {
         let figure = |r: &Row| {
             let run = if udp { &r.udp } else { &r.tcp };
-            run.as_ref().ok().map(|i| {
-                if udp {
-                    i.packets_per_second
-                } else {
-                    i.bits_per_second
-                }
-            })
+            run.as_ref().ok().map(|i| i.headline(udp))
         };
         let Some(b) = b else { return Vec::new() };
         runs[a]
