@@ -2087,37 +2087,7 @@ fn fuzz_seeds_run_clean() {
 
 #[test]
 fn fuzz_body_survives_mutated_seeds() {
-    // A small deterministic mutator: flips, truncations and splices of the seeds.
-    let seeds = fuzz_seeds();
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    for i in 0..3000 {
-        let (_, base) = &seeds[i % seeds.len()];
-        let mut b = base.clone();
-        match next() % 4 {
-            0 => {
-                for _ in 0..1 + next() % 8 {
-                    let at = (next() as usize) % b.len();
-                    b[at] ^= next() as u8;
-                }
-            }
-            1 => b.truncate((next() as usize) % b.len()),
-            2 => {
-                let (_, other) = &seeds[(next() as usize) % seeds.len()];
-                let from = (next() as usize) % other.len();
-                let at = (next() as usize) % b.len();
-                b.truncate(at);
-                b.extend_from_slice(&other[from..]);
-            }
-            _ => b = (0..next() % 700).map(|_| next() as u8).collect(),
-        }
-        fuzz_check::run(&b);
-    }
+    seed_corpus::mutate(&fuzz_seeds(), 3000, fuzz_check::run);
 }
 
 #[path = "../../../fuzz/seed_corpus.rs"]
