@@ -584,8 +584,7 @@ impl Router {
         {
             return None;
         }
-        let other = dir.other();
-        let to = self.ct.key(idx, other);
+        let to = self.ct.key(idx, dir.other());
         self.ct
             .update(idx, dir, if tcp { f[L4 + 13] } else { 0 }, now);
         // The reply key reversed: its destination is our source, its source our
